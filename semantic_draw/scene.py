@@ -114,8 +114,8 @@ class Scene:
         for i, layer in enumerate(scene.layers):
             layer.mask = _resize_nearest(layer.mask, height, width)
             if not layer.mask.any():
-                raise SemanticDrawError(f"{_label(layer.name, i + 1)} vanishes when the canvas is scaled to {width}x{height}:"
-                                        " its mask is too thin. Use a larger size or a bigger mask.")
+                raise SemanticDrawError(f"{_label(layer.name, i + 1)} vanishes when the canvas is scaled to "
+                                        f"{width}x{height}: its mask is too thin. Use a larger size or a bigger mask.")
         if scene.background.image is not None:
             scene.background.image = scene.background.image.resize((width, height), Image.LANCZOS)
         return replace(scene, height=height, width=width).validate(max_side=max_side)
@@ -175,9 +175,9 @@ class Scene:
         except SemanticDrawError as e:
             raise SemanticDrawError(f"Cannot load palette {str(path)!r}: {e}") from None
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, max_side: int = MAX_SIDE) -> None:
         """Write a palette: a folder, or a .zip if `path` ends with .zip. The scene is validated first."""
-        scene = self.validate()
+        scene = self.validate(max_side=max_side)
         d = scene.to_dict()
         try:
             text = json.dumps(d, indent=2, ensure_ascii=False, allow_nan=False)
@@ -233,8 +233,8 @@ def _check_number(value: Any, what: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise SemanticDrawError(f"{what} must be a number, got {value!r}.")
     value = float(value)
-    if not (low <= value <= high):  # also refuses NaN
-        span = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+    if not (math.isfinite(value) and low <= value <= high):
+        span = f"a finite number of at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
         raise SemanticDrawError(f"{what} must be {span}, got {value:g}.")
     return value
 
@@ -323,7 +323,10 @@ def _as_image_or_array(value: Any, what: str) -> Image.Image | np.ndarray:
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError, RuntimeError) as e:  # e.g. a tensor on a GPU
+            raise SemanticDrawError(f"{what} cannot be read as an array ({e}).") from None
         if array.dtype.kind not in "biuf":
             raise SemanticDrawError(f"{what} must hold numbers, got an array of {array.dtype}.")
         if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -375,7 +378,7 @@ def normalize_image(image: Any, height: int, width: int, what: str = "The image"
         rgb = source.convert("RGB")
     if _fit_size((rgb.height, rgb.width), height, width, what):
         rgb = rgb.resize((width, height), Image.LANCZOS)
-    return rgb.copy() if rgb is source else rgb
+    return rgb  # convert() and resize() return new images: the caller's image is never shared
 
 
 def _array_to_image(array: np.ndarray, what: str) -> Image.Image:
@@ -444,7 +447,7 @@ class _ZipFiles:
         else:
             self.zip.close()
             raise SemanticDrawError("the .zip holds no scene.json (at the top or in one top-level folder).")
-        self.names, self.budget = names, MAX_PALETTE_BYTES
+        self.names = names
 
     def __enter__(self):
         return self
@@ -453,15 +456,12 @@ class _ZipFiles:
         self.zip.close()
 
     def _read(self, name: str) -> bytes:
+        # zipfile never returns more than the size declared in the directory (it checks the CRC), so the total
+        # checked in __init__ bounds what we unpack.
         try:
-            with self.zip.open(self.prefix + name) as f:
-                data = f.read(self.budget + 1)  # do not trust the sizes in the zip's directory
+            return self.zip.read(self.prefix + name)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as e:
             raise SemanticDrawError(f"{name!r} inside the .zip is damaged or unreadable ({e}).") from None
-        self.budget -= len(data)
-        if self.budget < 0:
-            raise SemanticDrawError(f"the .zip unpacks to more than {MAX_PALETTE_BYTES >> 20} MiB.")
-        return data
 
     def scene_json(self) -> bytes:
         return self._read("scene.json")
@@ -500,12 +500,11 @@ def _scene_from_dict(d: Any, files: _FolderFiles | _ZipFiles | None) -> Scene:
     def picture(value: Any, what: str) -> Any:
         return files.image(value, what) if files is not None and value is not None else value
 
-    scene_layers = []
+    defaults, scene_layers = Layer(prompt=""), []
     for i, spec in enumerate(layers, start=1):
         if not isinstance(spec, dict):
             raise SemanticDrawError(f"Brush {i} must be an object, got {type(spec).__name__}.")
         label = _label(spec.get("name"), i)
-        defaults = Layer(prompt="")
         scene_layers.append(Layer(
             prompt=spec.get("prompt", ""), mask=picture(spec.get("mask"), f"{label}: the mask"),
             name=spec.get("name", ""), negative_prompt=spec.get("negative_prompt"),

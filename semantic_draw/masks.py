@@ -1,0 +1,86 @@
+"""Mask preparation (ALGORITHM.md section 3): order/cover, blur, strength, per-step quantization, latent size.
+
+All functions work on float tensors [P, H, W] (one mask per layer, bottom layer first) and never loop over pixels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import SemanticDrawError
+
+QUANTIZE_MODES = ("discrete", "continuous", "semi-continuous", "none")
+
+
+def cover(raw: torch.Tensor, cover_alpha: float) -> torch.Tensor:
+    """Multiply mask p by ``cover_alpha`` wherever any later (higher) layer is painted."""
+    painted = raw > 0
+    # above[p] = any(painted[q] for q > p): reversed cumulative OR, shifted by one layer.
+    above = torch.flip(torch.cumsum(torch.flip(painted.int(), [0]), 0), [0]) - painted.int()
+    return torch.where(above > 0, raw * cover_alpha, raw)
+
+
+def _gaussian_kernel(std: float, device, dtype) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3.0 * std)))
+    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    k = torch.exp(-0.5 * (x / std) ** 2)
+    return k / k.sum()
+
+
+def blur(mask: torch.Tensor, std: float) -> torch.Tensor:
+    """Separable Gaussian blur of one [H, W] mask with ``std`` pixels; std 0 returns the mask unchanged."""
+    if std <= 0:
+        return mask
+    k = _gaussian_kernel(std, mask.device, mask.dtype)
+    r = (len(k) - 1) // 2
+    m = mask[None, None]
+    m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    m = F.conv2d(F.pad(m, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return m[0, 0]
+
+
+def prepare(raw: torch.Tensor, cover_alpha: float, blur_stds: Sequence[float],
+            strengths: Sequence[float]) -> torch.Tensor:
+    """Raw {0,1} masks [P, H, W] -> soft masks in [0, 1]: cover by later layers, blur, multiply by strength."""
+    if raw.shape[0] != len(blur_stds) or raw.shape[0] != len(strengths):
+        raise SemanticDrawError("Each layer needs one blur value and one strength value.")
+    covered = cover(raw.float(), cover_alpha)
+    out = [blur(covered[p], float(blur_stds[p])) * float(strengths[p]) for p in range(raw.shape[0])]
+    return torch.stack(out).clamp_(0.0, 1.0) if out else covered
+
+
+def quantize(m: torch.Tensor, levels: torch.Tensor, mode: str = "discrete") -> torch.Tensor:
+    """Soft masks [..., H, W] -> step masks [T, ..., H, W] for noise levels sigma_0 > ... > sigma_T = 0.
+
+    discrete: M_i = [m >= sigma_i] (and m > 0); continuous: clip((m - sigma_{i+1}) / (sigma_i - sigma_{i+1}), 0, 1);
+    semi-continuous: discrete except the last step; none: the soft mask itself at every step.
+    Masks only grow from step to step: a weak or blurred pixel joins its region at a later, less noisy step.
+    """
+    if mode not in QUANTIZE_MODES:
+        raise SemanticDrawError(f"Unknown mask quantization {mode!r}; choose one of {', '.join(QUANTIZE_MODES)}.")
+    lv = levels.to(m.device, m.dtype)
+    steps = len(lv) - 1
+    shape = (steps,) + (1,) * m.dim()
+    if mode == "none":
+        return m.unsqueeze(0).expand(shape[:1] + m.shape).clone()
+    hi, lo = lv[:-1].view(shape), lv[1:].view(shape)
+    discrete = ((m.unsqueeze(0) >= hi) & (m.unsqueeze(0) > 0)).to(m.dtype)
+    if mode == "discrete":
+        return discrete
+    continuous = ((m.unsqueeze(0) - lo) / (hi - lo).clamp_min(1e-8)).clamp(0.0, 1.0)
+    if mode == "continuous":
+        return continuous
+    discrete[-1] = continuous[-1]
+    return discrete
+
+
+def to_latent(m: torch.Tensor, factor: int) -> torch.Tensor:
+    """Pixel masks [..., H, W] -> latent masks [..., H/f, W/f], sampling the centre pixel of each f x f block.
+
+    Nearest sampling commutes with the pointwise quantization, so masks may be sampled before quantizing.
+    """
+    c = factor // 2
+    return m[..., c::factor, c::factor].contiguous()

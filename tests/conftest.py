@@ -1,0 +1,6 @@
+import sys
+from pathlib import Path
+
+# Tests import their helpers (scenes.py, analytic.py) and the package from the checkout.
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]

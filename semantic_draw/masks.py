@@ -15,12 +15,16 @@ from .errors import SemanticDrawError
 QUANTIZE_MODES = ("discrete", "continuous", "semi-continuous", "none")
 
 
+def covered_by_later(painted: torch.Tensor) -> torch.Tensor:
+    """[P, H, W] bool -> [P, H, W] bool: where any later (higher) layer than p is painted."""
+    count = painted.int()
+    above = torch.flip(torch.cumsum(torch.flip(count, [0]), 0), [0]) - count
+    return above > 0
+
+
 def cover(raw: torch.Tensor, cover_alpha: float) -> torch.Tensor:
     """Multiply mask p by ``cover_alpha`` wherever any later (higher) layer is painted."""
-    painted = raw > 0
-    # above[p] = any(painted[q] for q > p): reversed cumulative OR, shifted by one layer.
-    above = torch.flip(torch.cumsum(torch.flip(painted.int(), [0]), 0), [0]) - painted.int()
-    return torch.where(above > 0, raw * cover_alpha, raw)
+    return torch.where(covered_by_later(raw > 0), raw * cover_alpha, raw)
 
 
 def _gaussian_kernel(std: float, device, dtype) -> torch.Tensor:
@@ -42,14 +46,23 @@ def blur(mask: torch.Tensor, std: float) -> torch.Tensor:
     return m[0, 0]
 
 
+def prepare_layer(raw: torch.Tensor, covered: torch.Tensor | None, cover_alpha: float, blur_std: float,
+                  strength: float) -> torch.Tensor:
+    """One raw {0,1} mask [H, W] -> soft mask in [0, 1]: cover (where ``covered``), blur, multiply by strength."""
+    m = raw.float()
+    if covered is not None:
+        m = torch.where(covered, m * cover_alpha, m)
+    return (blur(m, float(blur_std)) * float(strength)).clamp_(0.0, 1.0)
+
+
 def prepare(raw: torch.Tensor, cover_alpha: float, blur_stds: Sequence[float],
             strengths: Sequence[float]) -> torch.Tensor:
     """Raw {0,1} masks [P, H, W] -> soft masks in [0, 1]: cover by later layers, blur, multiply by strength."""
     if raw.shape[0] != len(blur_stds) or raw.shape[0] != len(strengths):
         raise SemanticDrawError("Each layer needs one blur value and one strength value.")
-    covered = cover(raw.float(), cover_alpha)
-    out = [blur(covered[p], float(blur_stds[p])) * float(strengths[p]) for p in range(raw.shape[0])]
-    return torch.stack(out).clamp_(0.0, 1.0) if out else covered
+    covered = covered_by_later(raw > 0)
+    return torch.stack([prepare_layer(raw[p], covered[p], cover_alpha, blur_stds[p], strengths[p])
+                        for p in range(raw.shape[0])])
 
 
 def quantize(m: torch.Tensor, levels: torch.Tensor, mode: str = "discrete") -> torch.Tensor:

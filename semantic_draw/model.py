@@ -131,6 +131,16 @@ class SemanticDraw:
                               steps=settings.steps, timesteps=settings.timesteps, eta=settings.eta,
                               spacing=settings.spacing)
 
+    # -- stream --------------------------------------------------------------------------------------------------
+    def stream(self, scene, seed: int = 0, **options):
+        """A StreamSession of this model: ``session.next_frame()`` gives frames, ``session.update(scene)`` edits.
+
+        Options: quantize, cover_alpha, tile_size, tiny_decode, and StepOptions fields (guidance, guidance_mode
+        "none" / "full" / "self", bootstrap_steps, ...). Each session owns its state; the weights are shared.
+        """
+        from .stream import StreamSession
+        return StreamSession(self, scene, seed, **options)
+
     # -- one-shot ------------------------------------------------------------------------------------------------
     def generate(self, scene, seed: int = 0, method: str = "semanticdraw", *, steps: int | None = None,
                  sampler: str | None = None, quantize: str | None = None, cover_alpha: float | None = None,

@@ -1,0 +1,198 @@
+"""The stream: one batched model call per frame, live edits without re-filling, isolated sessions, memory."""
+import gc
+import threading
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from analytic import AnalyticBackbone
+from scenes import rect_mask, rect_scene
+from semantic_draw import SemanticDraw, SemanticDrawError
+from semantic_draw.oneshot import SamplerSettings
+from semantic_draw.schedule import LCM_REFERENCE_TIMESTEPS
+
+T = len(LCM_REFERENCE_TIMESTEPS)
+
+
+def model_and_backbone():
+    backbone = AnalyticBackbone("sd15", channels=4)
+    return SemanticDraw(backbone, SamplerSettings("lcm", timesteps=LCM_REFERENCE_TIMESTEPS)), backbone
+
+
+def scene_with(n_layers, size=64, **kw):
+    rects = [(f"thing {i}", (4 * i % 40, 2 * i, 4 * i % 40 + 24, 2 * i + 24)) for i in range(n_layers)]
+    return rect_scene(size, size, rects, background_prompt="a meadow", **kw)
+
+
+def frames(session, n):
+    return [session.next_frame(output="latent") for _ in range(n)]
+
+
+def noisy_model():
+    """The analytic model with a seed-dependent wobble, so frames depend on the noise they carry."""
+    model, backbone = model_and_backbone()
+    plain = backbone.model_output
+    backbone.model_output = lambda x, t, c, crops=None: plain(x, t, c, crops) + 0.05 * torch.tanh(x)
+    return model, backbone
+
+
+@pytest.mark.parametrize("layers", [1, 3, 8])
+def test_one_model_call_per_frame_whatever_the_number_of_layers(layers):
+    model, backbone = model_and_backbone()
+    session = model.stream(scene_with(layers), seed=0)
+    first = session.next_frame()
+    assert first.size == (64, 64)
+    backbone.calls.clear()
+    frames(session, 6)
+    assert len(backbone.calls) == 6
+    # every non-empty (slot, layer) item is in that one call
+    assert backbone.calls == [int(session.plan.nonempty[torch.arange(T)].sum())] * 6
+    assert backbone.calls[0] > T
+    assert model.calls == T + 6
+
+
+def test_frames_are_reproducible_for_a_seed_and_differ_across_seeds():
+    model, _ = noisy_model()
+    a = frames(model.stream(scene_with(2), seed=1), 6)
+    b = frames(model.stream(scene_with(2), seed=1), 6)
+    c = frames(model.stream(scene_with(2), seed=2), 6)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.allclose(a[-1], c[-1])
+
+
+def test_live_edits_change_the_next_frames_without_refilling_and_restoring_brings_frames_back():
+    model, backbone = noisy_model()
+    scene = scene_with(2)
+    session = model.stream(scene, seed=0)
+    before = frames(session, T + 2)
+    calls = model.calls
+    session.edit_layer(1, prompt="a lighthouse")
+    edited = frames(session, T + 2)
+    assert model.calls == calls + T + 2              # one call per frame: nothing was re-filled
+    assert not torch.allclose(edited[-1], before[-1])
+    assert not torch.allclose(edited[0], before[-1])  # the edit shows up in the very next frame
+    session.update(scene)                            # back to where it was
+    restored = frames(session, T + 2)
+    assert torch.allclose(restored[-1], before[-1], atol=1e-5)
+
+    mask = rect_mask(64, 64, (30, 30, 60, 60))
+    session.edit_layer(0, mask=mask)
+    moved = frames(session, T)
+    assert not torch.allclose(moved[-1], before[-1])
+
+
+def test_edits_recompute_only_what_changed():
+    model, _ = model_and_backbone()
+    session = model.stream(scene_with(3), seed=0)
+    session.next_frame()
+    encoded, computed = session.prompts.encoded, session.masks_computed
+    session.edit_layer(2, prompt="a red kite")            # one new prompt, no mask work
+    assert session.prompts.encoded == encoded + 1 and session.masks_computed == computed
+    session.edit_layer(2, prompt="thing 2")               # back to a cached prompt: nothing encoded
+    assert session.prompts.encoded == encoded + 1
+    session.edit_layer(0, mask_blur=3.0)                  # the bottom brush: only its masks
+    assert session.masks_computed == computed + 1
+    session.edit_layer(2, mask_strength=0.7)              # the top brush: only its masks
+    assert session.masks_computed == computed + 2
+    session.edit_layer(2, mask=rect_mask(64, 64, (50, 50, 60, 60)))  # a new top mask covers the 3 layers below
+    assert session.masks_computed == computed + 2 + 1 + 3
+
+
+def test_add_remove_and_reorder_layers_live():
+    model, backbone = model_and_backbone()
+    scene = scene_with(2)
+    session = model.stream(scene, seed=0)
+    frames(session, 2)
+    layers = list(scene.layers)
+    extra = scene_with(3).layers[2]
+    for new_layers in ([*layers, extra], layers[::-1], layers[:1]):
+        backbone.calls.clear()
+        session.update(type(scene)(64, 64, new_layers, scene.background))
+        frames(session, 2)
+        assert len(backbone.calls) == 2
+
+
+def test_bad_updates_raise_and_the_stream_keeps_going():
+    model, _ = model_and_backbone()
+    scene = scene_with(2)
+    session = model.stream(scene, seed=0)
+    good = frames(session, T + 1)
+    from semantic_draw import Background, Layer, Scene
+    bad = [
+        Scene(64, 64, [Layer("x", np.ones((32, 48), bool))], Background("meadow")),   # wrong mask shape
+        Scene(64, 64, [], Background("")),                                             # nothing to draw
+        Scene(128, 128, [Layer("x", np.ones((128, 128), bool))], Background("m")),    # another canvas size
+    ]
+    for scene_bad in bad:
+        with pytest.raises(SemanticDrawError):
+            session.update(scene_bad)
+    with pytest.raises(SemanticDrawError, match="no layer"):
+        session.edit_layer("nonexistent", prompt="x")
+    with pytest.raises(SemanticDrawError, match="Unknown layer field"):
+        session.edit_layer(0, colour="red")
+    assert torch.allclose(session.next_frame(output="latent"), good[-1])
+
+
+def test_sessions_are_isolated_interleaved_and_in_threads():
+    model, _ = noisy_model()
+    s1, s2 = scene_with(2), scene_with(3)
+    alone1 = frames(model.stream(s1, seed=1), 8)
+    alone2 = frames(model.stream(s2, seed=2), 8)
+    a, b = model.stream(s1, seed=1), model.stream(s2, seed=2)
+    inter1, inter2 = [], []
+    for _ in range(8):
+        inter1.append(a.next_frame(output="latent"))
+        inter2.append(b.next_frame(output="latent"))
+    assert all(torch.equal(x, y) for x, y in zip(alone1, inter1))
+    assert all(torch.equal(x, y) for x, y in zip(alone2, inter2))
+
+    results = {}
+
+    def run(key, scene, seed):
+        results[key] = frames(model.stream(scene, seed=seed), 8)
+
+    threads = [threading.Thread(target=run, args=(k, s, seed)) for k, s, seed in ((1, s1, 1), (2, s2, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(torch.equal(x, y) for x, y in zip(alone1, results[1]))
+    assert all(torch.equal(x, y) for x, y in zip(alone2, results[2]))
+
+
+def live_tensors():
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+def test_memory_stays_flat_over_200_frames_with_edits_and_closing_frees_the_session():
+    model, _ = model_and_backbone()
+    scene = scene_with(3)
+    session = model.stream(scene, seed=0, mask_cache_size=6, prompt_cache_size=6)
+
+    def edit_and_stream(start):
+        for i in range(start, start + 200):
+            if i % 5 == 0:
+                session.edit_layer(i % 3, prompt=f"edit {i}", mask_blur=float(i % 7))
+            session.next_frame(output="latent")
+
+    edit_and_stream(0)          # fills the bounded caches
+    baseline = live_tensors()
+    edit_and_stream(200)        # 200 more frames, 40 more edits
+    assert live_tensors() <= baseline + 4
+    assert len(session._mask_cache) <= 6 and len(session.prompts._rows) <= 6
+
+    ref = weakref.ref(session._inflight)
+    session.close()
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(SemanticDrawError, match="closed"):
+        session.next_frame()
+    abandoned = model.stream(scene, seed=0)
+    frames(abandoned, 2)
+    ref = weakref.ref(abandoned._inflight)
+    del abandoned
+    gc.collect()
+    assert ref() is None

@@ -1,0 +1,105 @@
+"""What the three adapters share: placement, prompt de-duplication, CLIP encoding, VAE encode/decode.
+
+Latent convention (the one diffusers pipelines use): a normalized latent is ``(z - shift_factor) * scaling_factor``
+where ``z`` is the raw VAE latent; decoding undoes it. SD3's VAE has a shift factor, SD1.5's and SDXL's do not.
+A tiny VAE (AutoencoderTiny) is treated exactly as the pipelines treat one set as ``pipe.vae``: its own config's
+scaling_factor (1.0 for the TAESD family) and shift_factor (0.0) are applied with the same formula.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import SemanticDrawError
+from .base import Backbone, Cond
+
+
+def _factors(vae: Any) -> tuple[float, float]:
+    cfg = vae.config
+    scale = getattr(cfg, "scaling_factor", None)
+    shift = getattr(cfg, "shift_factor", None)
+    return (1.0 if scale is None else float(scale)), (0.0 if shift is None else float(shift))
+
+
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def vae_encode(vae: Any, images: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] in [-1, 1] -> normalized latents, float32 (the posterior mean: deterministic)."""
+    x = images.to(module_device(vae), module_dtype(vae))
+    out = vae.encode(x)
+    z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
+    scale, shift = _factors(vae)
+    return ((z.float() - shift) * scale)
+
+
+@torch.no_grad()
+def vae_decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Normalized latents -> [N, 3, H, W] float32 in [-1, 1]."""
+    scale, shift = _factors(vae)
+    z = latents.float() / scale + shift
+    image = vae.decode(z.to(module_device(vae), module_dtype(vae))).sample
+    return image.float().clamp(-1.0, 1.0)
+
+
+def clip_tokens(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> torch.Tensor:
+    """Token ids padded (and truncated) to the tokenizer's context length, as the pipelines tokenize."""
+    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    return ids.to(device)
+
+
+class DiffusersBackbone(Backbone):
+    """A Backbone around a diffusers pipeline whose denoiser is ``pipe.unet`` or ``pipe.transformer``."""
+
+    def __init__(self, pipe: Any, **kwargs):
+        super().__init__(pipe, **kwargs)
+        denoiser = getattr(pipe, "transformer", None)
+        self.denoiser = denoiser if denoiser is not None else pipe.unet
+        self.latent_channels = int(self.denoiser.config.in_channels)
+        predicts = self.scheduler_config.get("prediction_type") or "epsilon"
+        if self.prediction_type == "epsilon" and predicts != "epsilon":
+            raise SemanticDrawError(f"This {self.family} model predicts {predicts!r}; only epsilon-prediction models "
+                                    "are supported (SD 2.x v-prediction models are not).")
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.denoiser)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return module_dtype(self.denoiser)
+
+    # -- text ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
+        """Each distinct prompt is encoded once, all in one batch; rows come back in the order given, float32."""
+        if isinstance(prompts, str) or len(prompts) == 0:
+            raise SemanticDrawError("encode_prompts needs a non-empty list of prompt strings.")
+        unique = list(dict.fromkeys(prompts))
+        cond = self._encode_unique(unique)
+        index = torch.tensor([unique.index(p) for p in prompts], device=self.device)
+        return {k: v.float().index_select(0, index.to(v.device)) for k, v in cond.items()}
+
+    @abstractmethod
+    def _encode_unique(self, prompts: list[str]) -> Cond:
+        """Embeddings of distinct prompts, one batched pass per text encoder."""
+
+    def _cond_to_model(self, cond: Cond) -> Cond:
+        return {k: v.to(self.device, self.dtype) for k, v in cond.items()}
+
+    # -- pixels <-> latents --------------------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return vae_encode(self.pipe.vae, images)
+
+    def decode(self, latents: torch.Tensor, tiny: bool = False) -> torch.Tensor:
+        vae = self.tiny_vae if (tiny and self.tiny_vae is not None) else self.pipe.vae
+        return vae_decode(vae, latents)

@@ -1,0 +1,27 @@
+"""Stable Diffusion 1.5: one CLIP text encoder, an epsilon-prediction UNet."""
+from __future__ import annotations
+
+import torch
+
+from .base import Cond
+from .common import DiffusersBackbone, clip_tokens
+
+
+class SD15Backbone(DiffusersBackbone):
+    family = "sd15"
+    prediction_type = "epsilon"
+    size_multiple = 8
+
+    def _encode_unique(self, prompts: list[str]) -> Cond:
+        # As StableDiffusionPipeline.encode_prompt without clip_skip: the final (layer-normed) hidden states.
+        encoder = self.pipe.text_encoder
+        ids = clip_tokens(self.pipe.tokenizer, prompts, encoder.device)
+        return {"embeds": encoder(ids).last_hidden_state}
+
+    @torch.no_grad()
+    def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
+                     crops: torch.Tensor | None = None) -> torch.Tensor:
+        c = self._cond_to_model(cond)
+        out = self.denoiser(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
+                            encoder_hidden_states=c["embeds"], return_dict=False)[0]
+        return out.float()

@@ -1,0 +1,51 @@
+"""Stable Diffusion 3: CLIP-L, CLIP-G and (optionally) T5 text encoders, a flow-matching MMDiT transformer."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Cond
+from .common import DiffusersBackbone, clip_tokens
+
+
+class SD3Backbone(DiffusersBackbone):
+    family = "sd3"
+    prediction_type = "flow"
+    latent_channels = 16
+    size_multiple = 16          # 8 px per latent pixel, 2x2 latent patches
+    t5_max_length = 256         # StableDiffusion3Pipeline's default max_sequence_length
+
+    def _encode_unique(self, prompts: list[str]) -> Cond:
+        # As StableDiffusion3Pipeline.encode_prompt: penultimate hidden states of CLIP-L and CLIP-G side by side,
+        # zero-padded to the T5 width, followed by the T5 tokens (zeros when T5 was not loaded); pooled = both
+        # CLIP projections side by side.
+        pipe = self.pipe
+        embeds, pooled = [], []
+        for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+            out = encoder(clip_tokens(tokenizer, prompts, encoder.device), output_hidden_states=True)
+            embeds.append(out.hidden_states[-2].to(self.device))
+            pooled.append(out.text_embeds.to(self.device))
+        clip = torch.cat(embeds, dim=-1)
+        t5 = self._t5(prompts, clip.dtype)
+        clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        return {"embeds": torch.cat([clip, t5], dim=-2), "pooled": torch.cat(pooled, dim=-1)}
+
+    def _t5(self, prompts: list[str], dtype: torch.dtype) -> torch.Tensor:
+        pipe = self.pipe
+        if pipe.text_encoder_3 is None:
+            width = self.denoiser.config.joint_attention_dim
+            return torch.zeros(len(prompts), self.t5_max_length, width, device=self.device, dtype=dtype)
+        encoder = pipe.text_encoder_3
+        ids = pipe.tokenizer_3(prompts, padding="max_length", max_length=self.t5_max_length, truncation=True,
+                               add_special_tokens=True, return_tensors="pt").input_ids
+        return encoder(ids.to(encoder.device))[0].to(self.device, dtype)
+
+    @torch.no_grad()
+    def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
+                     crops: torch.Tensor | None = None) -> torch.Tensor:
+        # The timestep is the schedule's value, sigma * 1000, exactly what the SD3 pipeline passes.
+        c = self._cond_to_model(cond)
+        out = self.denoiser(hidden_states=x.to(self.device, self.dtype),
+                            timestep=timesteps.to(self.device, torch.float32), encoder_hidden_states=c["embeds"],
+                            pooled_projections=c["pooled"], return_dict=False)[0]
+        return out.float()

@@ -1,0 +1,153 @@
+"""Command line: python -m semantic_draw {presets, generate, stream, preview} ..."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import SemanticDrawError
+from .oneshot import METHODS
+
+
+def parse_lora(text: str) -> tuple[str, str | None, float]:
+    """SOURCE[::WEIGHT_NAME][@SCALE], e.g. latent-consistency/lcm-lora-sdv1-5@1.0 or ./style.safetensors@0.8."""
+    scale = 1.0
+    if "@" in text:
+        text, _, s = text.rpartition("@")
+        try:
+            scale = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"LoRA scale must be a number, not {s!r}") from None
+    source, _, weight = text.partition("::")
+    return source, weight or None, scale
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default=None, help="named preset (see `presets`); default sd15, or tiny-sd15 offline")
+    g.add_argument("--model", default=None, help="any SD1.5 / SDXL / SD3 hub id, diffusers folder or .safetensors file")
+    g.add_argument("--family", choices=["sd15", "sdxl", "sd3"], help="with --model, when it cannot be detected")
+    g.add_argument("--lora", action="append", type=parse_lora, default=[], metavar="SRC[::WEIGHT][@SCALE]",
+                   help="LoRA to apply with --model (repeatable)")
+    g.add_argument("--device", default=None, help="cuda, cpu, mps (default: CUDA when present)")
+    g.add_argument("--dtype", default=None, help="float16, bfloat16 or float32 (default: float16 on CUDA)")
+
+
+def load_model(args):
+    from .model import SemanticDraw
+    if args.model:
+        return SemanticDraw.from_pretrained(args.model, family=args.family, loras=args.lora, device=args.device,
+                                            dtype=args.dtype)
+    if args.lora:
+        raise SemanticDrawError("--lora goes with --model (presets bring their own LoRAs).")
+    return SemanticDraw.from_preset(args.preset or "sd15", device=args.device, dtype=args.dtype)
+
+
+def load_scene(args):
+    from .scene import Scene
+    scene = Scene.load(args.palette)
+    if args.height or args.width:
+        scene = scene.resized(args.height, args.width)
+    return scene
+
+
+def cmd_presets(args) -> int:
+    from .presets import PRESETS
+    width = max(len(n) for n in PRESETS)
+    for p in PRESETS.values():
+        source = "offline, random weights" if p.tiny else p.model
+        print(f"{p.name:<{width}}  {p.family:<4}  {p.canvas[1]}x{p.canvas[0]}  {p.description}  [{source}]")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from tqdm import tqdm
+    scene = load_scene(args)
+    model = load_model(args)
+    bar = tqdm(total=None, desc=f"{args.method} {scene.width}x{scene.height}", unit="step", file=sys.stderr)
+
+    def progress(info):
+        bar.total = info.steps
+        bar.update(1)
+        if args.previews:
+            Path(args.previews).mkdir(parents=True, exist_ok=True)
+            info.preview().save(Path(args.previews) / f"step_{info.step:03d}.png")
+
+    start = time.perf_counter()
+    options = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    image = model.generate(scene, seed=args.seed, method=args.method, steps=args.steps, callback=progress, **options)
+    bar.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    print(f"saved {out} ({image.width}x{image.height}, {time.perf_counter() - start:.1f} s, "
+          f"{model.calls} model calls)")
+    return 0
+
+
+def cmd_stream(args) -> int:
+    scene = load_scene(args)
+    model = load_model(args)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with model.stream(scene, seed=args.seed) as session:
+        start = time.perf_counter()
+        for i in range(args.frames):
+            session.next_frame().save(out / f"frame_{i:04d}.png")
+        elapsed = time.perf_counter() - start
+    print(f"{args.frames} frames in {out} ({args.frames / elapsed:.2f} frames/s, first frame fills the pipeline)")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    scene = load_scene(args)
+    scene.preview().save(args.out)
+    names = ", ".join(f"{layer.name}: {layer.prompt!r}" for layer in scene.layers)
+    print(f"saved {args.out}: {scene.width}x{scene.height}, background {scene.background.prompt!r}; {names}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m semantic_draw",
+                                     description="Region-based text-to-image generation with semantic brushes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list the named presets").set_defaults(run=cmd_presets)
+
+    def scene_command(name, help_text, run):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("palette", help="palette folder or .zip (scene.json + masks), e.g. assets/irworobongdo")
+        p.add_argument("--height", type=int, default=None, help="resize the scene (keeps the aspect if alone)")
+        p.add_argument("--width", type=int, default=None)
+        p.set_defaults(run=run)
+        return p
+
+    g = scene_command("generate", "one image from a palette (any canvas size)", cmd_generate)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--method", choices=METHODS, default="semanticdraw")
+    g.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    g.add_argument("--batch-size", type=int, default=None, help="most views in one model call")
+    g.add_argument("--out", default="out.png")
+    g.add_argument("--previews", default=None, metavar="DIR", help="save a preview after every step")
+    add_model_args(g)
+    s = scene_command("stream", "stream frames from a palette into a folder", cmd_stream)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--frames", type=int, default=10)
+    s.add_argument("--out-dir", default="frames")
+    add_model_args(s)
+    v = scene_command("preview", "draw a palette's brushes in their colours", cmd_preview)
+    v.add_argument("--out", default="palette.png")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SemanticDrawError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,6 +61,7 @@ class Plan:
     coverage: torch.Tensor = field(init=False)    # [T, 1, h, w] sum of step masks over layers
 
     def __post_init__(self):
+        self.tiling.weights = self.tiling.weights.to(self.masks.device)
         self.refresh_masks()
 
     @property
@@ -168,9 +169,8 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
             x_in[boot] = _roll(x_in[boot], dy, dx)
 
     # 3. One batched model call (or a few, by batch size) for all items.
-    crops = torch.stack([torch.tensor(tiling.origins[k]) for k in range(tiling.count)]).to(dev)[tile]
-    crops = crops * plan.vae_factor
-    timesteps = sched.timesteps.to(dev, torch.float32)[step]
+    crops = tiling.origin_table(dev)[tile] * plan.vae_factor
+    timesteps = sched.table("timesteps", dev)[step]
     cond = _gather_cond(plan.cond, layer)
     full_cfg = opts.guidance_mode == "full" and plan.uncond is not None
     if full_cfg:
@@ -198,8 +198,8 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
             eps_u = eps_u.clone()
             eps_u[boot] = _roll(eps_u[boot], dy, dx)
         eps = eps_u + opts.guidance * (eps - eps_u)
-        alpha = sched.alphas.to(dev, torch.float32)[step].view(-1, 1, 1, 1)
-        sigma = sched.sigmas.to(dev, torch.float32)[step].view(-1, 1, 1, 1)
+        alpha = sched.table("alphas", dev)[step].view(-1, 1, 1, 1)
+        sigma = sched.table("sigmas", dev)[step].view(-1, 1, 1, 1)
         x0 = torch.where(alpha > 1e-3, (x_in - sigma * eps) / alpha.clamp_min(1e-3), x0)
 
     if len(boot):

@@ -31,6 +31,15 @@ class Schedule:
     c_skip: torch.Tensor | None = None   # [T] LCM boundary condition, or None
     c_out: torch.Tensor | None = None
 
+    def table(self, name: str, device) -> torch.Tensor:
+        """A float32 copy of ``timesteps`` / ``alphas`` / ``sigmas`` / ``c_skip`` / ``c_out`` on ``device``, cached:
+        the stream asks for these every frame."""
+        cache = self.__dict__.setdefault("_tables", {})
+        key = (name, str(device))
+        if key not in cache:
+            cache[key] = getattr(self, name).to(device=device, dtype=torch.float32)
+        return cache[key]
+
     @property
     def steps(self) -> int:
         return len(self.timesteps)
@@ -43,8 +52,8 @@ class Schedule:
     def to_x0_eps(self, out: torch.Tensor, x: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw model output on x at step indices ``step`` ([N] long) -> (x0_hat, eps_hat)."""
         shape = (-1,) + (1,) * (x.dim() - 1)
-        alpha = self.alphas.to(x.device, torch.float32)[step].view(shape)
-        sigma = self.sigmas.to(x.device, torch.float32)[step].view(shape)
+        alpha = self.table("alphas", x.device)[step].view(shape)
+        sigma = self.table("sigmas", x.device)[step].view(shape)
         if self.prediction_type == "flow":
             x0 = x - sigma * out
             eps = x + (1.0 - sigma) * out
@@ -52,8 +61,8 @@ class Schedule:
             eps = out
             x0 = (x - sigma * eps) / alpha
             if self.c_skip is not None:
-                c_skip = self.c_skip.to(x.device, torch.float32)[step].view(shape)
-                c_out = self.c_out.to(x.device, torch.float32)[step].view(shape)
+                c_skip = self.table("c_skip", x.device)[step].view(shape)
+                c_out = self.table("c_out", x.device)[step].view(shape)
                 x0 = c_out * x0 + c_skip * x
         return x0, eps
 
@@ -62,8 +71,8 @@ class Schedule:
         """alpha_l x0 + sigma_l (sqrt(1 - eta^2) eps + eta z) at levels ``level`` ([N] long, T means clean)."""
         eta = self.eta if eta is None else eta
         shape = (-1,) + (1,) * (x0.dim() - 1)
-        alpha = self.alphas.to(x0.device, torch.float32)[level].view(shape)
-        sigma = self.sigmas.to(x0.device, torch.float32)[level].view(shape)
+        alpha = self.table("alphas", x0.device)[level].view(shape)
+        sigma = self.table("sigmas", x0.device)[level].view(shape)
         noise = eps if eta == 0 else (1.0 - eta * eta) ** 0.5 * eps + eta * z
         return alpha * x0 + sigma * noise
 

@@ -206,8 +206,8 @@ class StreamSession:
 
     def _noise_in(self, x0: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         shape = (-1, 1, 1, 1)
-        alpha = self.schedule.alphas.to(x.device, torch.float32)[level].view(shape)
-        sigma = self.schedule.sigmas.to(x.device, torch.float32)[level].view(shape)
+        alpha = self.schedule.table("alphas", x.device)[level].view(shape)
+        sigma = self.schedule.table("sigmas", x.device)[level].view(shape)
         return (x - alpha * x0) / sigma
 
     def _keep(self, x0: torch.Tensor, x_next: torch.Tensor, levels: torch.Tensor) -> None:

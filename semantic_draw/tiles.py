@@ -39,6 +39,13 @@ class Tiling:
     def count(self) -> int:
         return len(self.origins)
 
+    def origin_table(self, device) -> torch.Tensor:
+        """[K, 2] long (top, left) of each view on ``device`` (cached)."""
+        cache = self.__dict__.setdefault("_origins", {})
+        if str(device) not in cache:
+            cache[str(device)] = torch.tensor(self.origins, dtype=torch.long, device=device)
+        return cache[str(device)]
+
     def crop(self, t: torch.Tensor, k: int) -> torch.Tensor:
         top, left = self.origins[k]
         return t[..., top:top + self.view_h, left:left + self.view_w]

@@ -106,6 +106,20 @@ def family_of_single_file(path: str | Path) -> str:
                             "pass family= if it is one.")
 
 
+_HUB_FILE_URL = re.compile(r"https?://huggingface\.co/([^/]+/[^/]+)/(?:blob|resolve)/([^/]+)/(.+)$")
+
+
+def _download_hub_file(url: str, local_files_only: bool | None) -> str:
+    """A single-file checkpoint given as a huggingface.co URL, fetched into the hub cache (safetensors only)."""
+    from huggingface_hub import hf_hub_download
+    repo, revision, filename = _HUB_FILE_URL.match(url).groups()
+    _refuse_pickle(Path(filename))
+    try:
+        return hf_hub_download(repo, filename, revision=revision, local_files_only=bool(local_files_only))
+    except OSError as err:
+        raise _fetch_error(url, err, single_file=True) from err
+
+
 def _is_single_file(source: str) -> bool:
     return source.lower().endswith(".safetensors") or source.lower().endswith(PICKLE_SUFFIXES)
 
@@ -119,8 +133,12 @@ def _detect_family(source: str, local_files_only: bool | None) -> str:
             raise SemanticDrawError(f"{source} is not a diffusers pipeline folder (no model_index.json).")
     else:
         from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HFValidationError
         try:
             index = hf_hub_download(source, "model_index.json", local_files_only=bool(local_files_only))
+        except HFValidationError as err:
+            raise SemanticDrawError(f"{source!r} is neither a local file or folder nor a hub id "
+                                    "(owner/name).") from err
         except OSError as err:
             raise _fetch_error(source, err) from err
     return _family_from_class(json.loads(Path(index).read_text()).get("_class_name", ""), source)
@@ -159,6 +177,8 @@ def load_pipeline(source: str | os.PathLike, family: str | None = None, loras: I
         raise SemanticDrawError(f"Unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
     device, dtype = default_device_dtype(device, dtype)
     is_file = _is_single_file(source)
+    if is_file and _HUB_FILE_URL.match(source):
+        source = _download_hub_file(source, local_files_only)
     if is_file or Path(source).exists():
         if not Path(source).exists():
             raise SemanticDrawError(f"No such file: {source}")

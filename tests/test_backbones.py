@@ -53,6 +53,24 @@ def test_encode_prompts_shapes_order_and_determinism(backbone):
         assert not torch.allclose(cond["pooled"][0], cond["pooled"][1])
 
 
+def test_embeddings_match_the_pipelines_encode_prompt(backbone):
+    prompts = ["a red cat", "a blue dog"]
+    pipe, cpu = backbone.pipe, torch.device("cpu")
+    cond = backbone.encode_prompts(prompts)
+    with torch.no_grad():
+        if backbone.family == "sd15":
+            embeds, _ = pipe.encode_prompt(prompts, cpu, 1, False)
+            expected = {"embeds": embeds}
+        elif backbone.family == "sdxl":
+            embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=cpu, do_classifier_free_guidance=False)
+            expected = {"embeds": embeds, "pooled": pooled}
+        else:
+            embeds, _, pooled, _ = pipe.encode_prompt(prompts, None, None, device=cpu,
+                                                      do_classifier_free_guidance=False)
+            expected = {"embeds": embeds, "pooled": pooled}
+    torch.testing.assert_close(cond, expected)
+
+
 def test_encode_prompts_rejects_a_bare_string(backbone):
     with pytest.raises(SemanticDrawError):
         backbone.encode_prompts("a cat")
@@ -78,6 +96,10 @@ def test_sd3_with_t5_uses_its_tokens():
     t5 = cond["embeds"][:, 77:]
     assert t5.shape[1] == SD3Backbone.t5_max_length and torch.count_nonzero(t5) > 0
     assert not torch.allclose(t5[0], t5[1])
+    with torch.no_grad():
+        embeds, _, pooled, _ = bb.pipe.encode_prompt(["a red cat", "a blue dog"], None, None,
+                                                     device=torch.device("cpu"), do_classifier_free_guidance=False)
+    torch.testing.assert_close(cond, {"embeds": embeds, "pooled": pooled})
     out = bb.model_output(_views(bb, 2), _timesteps(bb, 2), cond)
     assert out.shape == (2, 16, 8, 8) and torch.isfinite(out).all()
 

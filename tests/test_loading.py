@@ -123,7 +123,7 @@ def test_lora_file_changes_the_output_as_peft_would(saved, family, tmp_path):
     torch.testing.assert_close(_output(load_pipeline(folder, loras=[(str(tmp_path), None, 0.0)]))[0], base)
 
 
-def test_peft_adapter_folder_is_scaled_like_peft(saved, tmp_path):
+def test_peft_adapter_folder_is_scaled_like_peft(saved, tmp_path, monkeypatch):
     _, folder = saved["sd3"]
     reference = load_pipeline(folder)
     with torch.random.fork_rng():
@@ -135,6 +135,14 @@ def test_peft_adapter_folder_is_scaled_like_peft(saved, tmp_path):
     loaded = _output(load_pipeline(folder, loras=[(str(tmp_path), None, 1.0)]))[0]
     torch.testing.assert_close(loaded, _output(reference)[0], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(loaded, _output(load_pipeline(folder))[0])
+    # The same adapter named as the sd3 preset names jasperai/flash-sd3 on the hub (downloads faked locally).
+    import huggingface_hub
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, name, **kw: fetched.append((repo, name)) or str(tmp_path / name))
+    lora = get_preset("sd3").loras[0]
+    torch.testing.assert_close(_output(load_pipeline(folder, loras=[lora]))[0], loaded)
+    assert fetched == [(lora[0], "adapter_config.json"), (lora[0], "adapter_model.safetensors")]
 
 
 def test_lora_item_shapes_are_checked(saved):
@@ -222,6 +230,13 @@ def test_hub_id_offline_names_the_offline_presets(monkeypatch):
     assert "offline" in message and all(p in message for p in ("tiny-sd15", "tiny-sdxl", "tiny-sd3"))
     with pytest.raises(SemanticDrawError, match="tiny-sd15"):
         load_backbone("sdxl")                      # a real preset, offline
+    url = "https://huggingface.co/someone/model/blob/main/model.safetensors"
+    with pytest.raises(SemanticDrawError, match="tiny-sd3"):
+        load_pipeline(url)
+    with pytest.raises(SemanticDrawError, match="pickle"):
+        load_pipeline(url.replace(".safetensors", ".ckpt"))
+    with pytest.raises(SemanticDrawError, match="neither a local file or folder nor a hub id"):
+        load_pipeline("./no/such/folder")
 
 
 # -- presets -------------------------------------------------------------------------------------------------------

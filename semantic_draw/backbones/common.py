@@ -57,6 +57,12 @@ def clip_tokens(tokenizer: Any, prompts: Sequence[str], device: torch.device) ->
     return ids.to(device)
 
 
+def clip_penultimate(tokenizer: Any, encoder: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, Any]:
+    """The penultimate hidden states (what SDXL and SD3 condition on) and the encoder's whole output."""
+    out = encoder(clip_tokens(tokenizer, prompts, encoder.device), output_hidden_states=True)
+    return out.hidden_states[-2], out
+
+
 class DiffusersBackbone(Backbone):
     """A Backbone around a diffusers pipeline whose denoiser is ``pipe.unet`` or ``pipe.transformer``."""
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Cond
-from .common import DiffusersBackbone, clip_tokens
+from .common import DiffusersBackbone, clip_penultimate
 
 
 class SD3Backbone(DiffusersBackbone):
@@ -20,15 +20,13 @@ class SD3Backbone(DiffusersBackbone):
         # zero-padded to the T5 width, followed by the T5 tokens (zeros when T5 was not loaded); pooled = both
         # CLIP projections side by side.
         pipe = self.pipe
-        embeds, pooled = [], []
-        for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
-            out = encoder(clip_tokens(tokenizer, prompts, encoder.device), output_hidden_states=True)
-            embeds.append(out.hidden_states[-2].to(self.device))
-            pooled.append(out.text_embeds.to(self.device))
-        clip = torch.cat(embeds, dim=-1)
+        clip_l, out_l = clip_penultimate(pipe.tokenizer, pipe.text_encoder, prompts)
+        clip_g, out_g = clip_penultimate(pipe.tokenizer_2, pipe.text_encoder_2, prompts)
+        clip = torch.cat([clip_l.to(self.device), clip_g.to(self.device)], dim=-1)
+        pooled = torch.cat([out_l.text_embeds.to(self.device), out_g.text_embeds.to(self.device)], dim=-1)
         t5 = self._t5(prompts, clip.dtype)
         clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
-        return {"embeds": torch.cat([clip, t5], dim=-2), "pooled": torch.cat(pooled, dim=-1)}
+        return {"embeds": torch.cat([clip, t5], dim=-2), "pooled": pooled}
 
     def _t5(self, prompts: list[str], dtype: torch.dtype) -> torch.Tensor:
         pipe = self.pipe

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Cond
-from .common import DiffusersBackbone, clip_tokens
+from .common import DiffusersBackbone, clip_penultimate
 
 
 class SDXLBackbone(DiffusersBackbone):
@@ -15,14 +15,11 @@ class SDXLBackbone(DiffusersBackbone):
     def _encode_unique(self, prompts: list[str]) -> Cond:
         # As StableDiffusionXLPipeline.encode_prompt: penultimate hidden states of both encoders side by side;
         # the pooled embedding is the projected output of the second encoder (CLIP-G).
-        embeds = []
-        pooled = None
-        for tokenizer, encoder in ((self.pipe.tokenizer, self.pipe.text_encoder),
-                                   (self.pipe.tokenizer_2, self.pipe.text_encoder_2)):
-            out = encoder(clip_tokens(tokenizer, prompts, encoder.device), output_hidden_states=True)
-            embeds.append(out.hidden_states[-2].to(self.device))
-            pooled = out.text_embeds if hasattr(out, "text_embeds") else pooled
-        return {"embeds": torch.cat(embeds, dim=-1), "pooled": pooled.to(self.device)}
+        pipe = self.pipe
+        first, _ = clip_penultimate(pipe.tokenizer, pipe.text_encoder, prompts)
+        second, out = clip_penultimate(pipe.tokenizer_2, pipe.text_encoder_2, prompts)
+        embeds = torch.cat([first.to(self.device), second.to(self.device)], dim=-1)
+        return {"embeds": embeds, "pooled": out.text_embeds.to(self.device)}
 
     def time_ids(self, x: torch.Tensor, crops: torch.Tensor | None) -> torch.Tensor:
         """Per item (original h, w, crop top, crop left, target h, w), the sizes being the view's pixel size."""

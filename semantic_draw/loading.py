@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from .backbones import ADAPTERS, family_of
+from .backbones import ADAPTERS, family_of, family_of_class
 from .backbones.base import Backbone
 from .errors import SemanticDrawError
 from .presets import Preset, get_preset
@@ -76,13 +76,10 @@ def _refuse_pickle(path: Path) -> None:
 
 # -- family detection ----------------------------------------------------------------------------------------------
 def _family_from_class(name: str, source: str) -> str:
-    if name.startswith("StableDiffusion3"):
-        return "sd3"
-    if name.startswith("StableDiffusionXL"):
-        return "sdxl"
-    if name.startswith(("StableDiffusion", "LatentConsistencyModel")):
-        return "sd15"
-    raise SemanticDrawError(f"{source!r} is a {name}; only SD1.5, SDXL and SD3 pipelines are supported.")
+    family = family_of_class(name)
+    if family is None:
+        raise SemanticDrawError(f"{source!r} is a {name}; only SD1.5, SDXL and SD3 pipelines are supported.")
+    return family
 
 
 def _single_file_keys(path: str | Path) -> list[str]:

@@ -1,10 +1,12 @@
 """Backbone adapters on the tiny random pipelines: text, denoiser, VAE conventions, per family."""
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
-from semantic_draw.backbones import ADAPTERS, SD3Backbone, SD15Backbone, SDXLBackbone, adapter_for
+from semantic_draw.backbones import ADAPTERS, SD3Backbone, SD15Backbone, SDXLBackbone, adapter_for, family_of
 from semantic_draw.errors import SemanticDrawError
 from semantic_draw.loading import backbone_from_pipeline, build_tiny_pipeline, load_backbone
 from semantic_draw.schedule import build_schedule
@@ -33,6 +35,9 @@ def test_adapter_for_picks_the_family():
         pipe = build_tiny_pipeline(family)
         assert adapter_for(pipe) is cls is ADAPTERS[family]
         assert cls.family == family
+        # A pipeline of another class is recognized by its components.
+        parts = types.SimpleNamespace(transformer=getattr(pipe, "transformer", None), unet=getattr(pipe, "unet", None))
+        assert family_of(parts) == family
     assert SD3Backbone.prediction_type == "flow" and SD3Backbone.size_multiple == 16
     with pytest.raises(SemanticDrawError, match="not a pipeline"):
         adapter_for(object())

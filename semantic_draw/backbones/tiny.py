@@ -20,7 +20,7 @@ from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjec
 
 TEXT_DIM = 16          # hidden size of each tiny CLIP text encoder
 MAX_TOKENS = 77        # CLIP context length, as in the real models
-# Noise-schedule constants of SD1.5/SDXL (their scheduler_config.json) and SD3-medium's flow shift.
+# The noise schedule of SD1.5 and SDXL (their scheduler_config.json); SD3-medium uses flow matching with shift 3.
 _SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 

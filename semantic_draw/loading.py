@@ -321,8 +321,8 @@ def _peft_adapter(source: str, weight_name: str | None, family: str, hub: dict) 
     out = {}
     for key, tensor in weights.items():
         module, _, rest = key.removeprefix("base_model.model.").partition(".lora_")
-        if rest == "B.weight":
-            rank = weights[key.replace("lora_B", "lora_A")].shape[0]
+        if rest.startswith("B."):   # PEFT scales the whole lora_B output (weight and bias) by alpha / r
+            rank = weights[key.rpartition(".lora_B.")[0] + ".lora_A.weight"].shape[0]
             alpha = next((a for pattern, a in config.get("alpha_pattern", {}).items()
                           if re.fullmatch(rf"(.*\.)?(?:{pattern})", module)), config.get("lora_alpha", rank))
             tensor = tensor * (alpha / (rank ** 0.5 if config.get("use_rslora") else rank))

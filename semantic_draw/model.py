@@ -123,7 +123,14 @@ class SemanticDraw:
         return scene
 
     def step_options(self, **overrides) -> StepOptions:
+        known = set(StepOptions.__dataclass_fields__)
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SemanticDrawError(f"Unknown option(s) {', '.join(unknown)}; the sampler takes "
+                                    f"{', '.join(sorted(known))}.")
         opts = StepOptions(guidance=self.guidance, guidance_mode="full" if self.guidance > 1 else "none")
+        if "guidance" in overrides and "guidance_mode" not in overrides:
+            opts.guidance_mode = "full" if overrides["guidance"] > 1 else "none"
         return replace(opts, **overrides).check()
 
     def schedule(self, settings: SamplerSettings):

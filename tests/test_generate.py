@@ -87,6 +87,8 @@ def test_user_errors_are_semantic_draw_errors():
         model.generate(Scene(60, 64, [Layer("x", np.ones((60, 64), bool))]), seed=0)
     with pytest.raises(SemanticDrawError, match="too big"):
         SemanticDraw(model.backbone, max_pixels=32 * 32).generate(rect_scene(64, 64), seed=0)
+    with pytest.raises(SemanticDrawError, match="Unknown option"):
+        model.generate(rect_scene(64, 64), seed=0, bootstrap=3)
     with pytest.raises(SemanticDrawError, match="tiny-sd15"):
         SemanticDraw.from_preset("no-such-preset")
     assert model.generate(rect_scene(64, 64), seed=0).size == (64, 64)    # still works afterwards

@@ -196,3 +196,20 @@ def test_memory_stays_flat_over_200_frames_with_edits_and_closing_frees_the_sess
     del abandoned
     gc.collect()
     assert ref() is None
+
+
+def test_guidance_modes_in_the_stream():
+    model, backbone = model_and_backbone()
+    scene = scene_with(2)
+    got = {}
+    for mode in ("none", "full", "self"):
+        session = model.stream(scene, seed=0, guidance=3.0, guidance_mode=mode)
+        frames(session, 2)
+        backbone.calls.clear()
+        got[mode] = frames(session, 3)[-1]
+        items = int(session.plan.nonempty[torch.arange(T)].sum())
+        assert backbone.calls == [items * (2 if mode == "full" else 1)] * 3   # still one call per frame
+    assert not torch.allclose(got["none"], got["full"])
+    assert not torch.allclose(got["none"], got["self"])
+    with pytest.raises(SemanticDrawError, match="guidance mode"):
+        model.stream(scene, guidance_mode="loud")

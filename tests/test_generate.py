@@ -105,3 +105,18 @@ def test_streams_on_every_backbone(preset):
     assert np.array_equal(pixels(again.next_frame()), frames[0])
     session.edit_layer(0, prompt="a green pear")
     assert not np.array_equal(pixels(session.next_frame()), frames[-1])
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd3"])
+def test_from_pipeline_and_from_pretrained_match_the_preset(tmp_path, family):
+    from semantic_draw.loading import build_tiny_pipeline
+    preset = SemanticDraw.from_preset(f"tiny-{family}")
+    scene = scenes()["single"]
+    want = pixels(preset.generate(scene, seed=5, tile_size=64))
+    pipe = build_tiny_pipeline(family)
+    wrapped = SemanticDraw.from_pipeline(pipe, settings=preset.settings, tiny_vae=pipe.tiny_vae)
+    assert wrapped.family == family
+    assert np.array_equal(pixels(wrapped.generate(scene, seed=5, tile_size=64)), want)
+    pipe.save_pretrained(tmp_path / "model")
+    loaded = SemanticDraw.from_pretrained(str(tmp_path / "model"), settings=preset.settings, device="cpu")
+    assert np.array_equal(pixels(loaded.generate(scene, seed=5, tile_size=64)), want)

@@ -1,0 +1,91 @@
+"""Per-browser-session state and the translation of failures into messages for the page."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import traceback
+
+import gradio as gr
+
+from semantic_draw import SemanticDrawError
+
+log = logging.getLogger("semantic_draw.app")
+
+
+class SessionState:
+    """Everything one visitor owns: their running stream (if any), the canvas it last saw, their result history.
+
+    Created per session by gr.State(SessionState); the model itself is shared and never stored here."""
+
+    def __init__(self):
+        self.run = 0              # id of the current stream run; bumping it ends the old one
+        self.streaming = False
+        self.edits = None         # queue to the running stream worker
+        self.canvas = None        # Canvas of the last editor value the stream saw
+        self.notes: list[str] = []
+        self.history: list[tuple] = []   # (image, caption), newest first
+
+    def start_stream(self) -> int:
+        self.stop_stream()
+        self.run += 1
+        self.streaming = True
+        return self.run
+
+    def stop_stream(self) -> None:
+        self.streaming = False
+        if self.edits is not None:
+            try:
+                self.edits.put(("stop", None))
+            except Exception:  # a closed manager queue at shutdown
+                pass
+        self.edits = None
+
+    def add_result(self, image, caption: str, limit: int) -> list[tuple]:
+        self.history.insert(0, (image, caption))
+        del self.history[limit:]
+        return list(self.history)
+
+
+def close_session(state) -> None:
+    """gr.State delete callback: the tab closed or the session expired; stop its GPU work."""
+    if isinstance(state, SessionState):
+        state.stop_stream()
+
+
+def describe(error: BaseException) -> str:
+    """A message for the page; details of unexpected errors go to the server log only."""
+    if isinstance(error, SemanticDrawError):
+        return str(error)
+    text = f"{type(error).__name__}: {error}"
+    if "out of memory" in text.lower() or type(error).__name__ == "OutOfMemoryError":
+        return ("The GPU ran out of memory. Try a smaller canvas, fewer brushes, or the one-shot mode "
+                "instead of the stream; the app is still running.")
+    log.error("unexpected error\n%s", "".join(traceback.format_exception(error)))
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return (f"Something went wrong on the server ({type(error).__name__}{': ' + first if first else ''}). "
+            "The app is still running; please try again.")
+
+
+def friendly(fn):
+    """Turn every exception of a handler (function or generator) into a gr.Error with a readable message."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as e:
+                raise gr.Error(describe(e), print_exception=False) from None
+        return gen
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:
+            raise gr.Error(describe(e), print_exception=False) from None
+    return call

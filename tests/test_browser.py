@@ -1,0 +1,296 @@
+"""The page in a real browser (Playwright + Debian Chromium) against the app on tiny-sd15 at a 128x128 canvas.
+
+Paints on two brush layers, types prompts, generates; streams while painting; loads an example; runs two visitors at
+once; closes a tab mid-stream. Screenshots go to artifacts/ (look at them). Skips when Chromium or Playwright is
+missing. Run: python -m pytest tests/test_browser.py -v
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+SIZE = 128
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"browser tests need Debian Chromium at {CHROMIUM} (apt-get install -y chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright Python package")
+
+sys.path.insert(0, str(ROOT))
+import app  # noqa: E402
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from semantic_draw import SemanticDraw
+    return SemanticDraw.from_preset("tiny-sd15")
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    demo = app.create_demo(model, height=SIZE, width=SIZE, max_canvas=256, max_stream_side=256,
+                           stream_time_limit=90, max_streams=4)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                           quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def shot(page, name: str):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def open_page(browser, url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#sd-editor canvas", timeout=60_000)
+    # the page script has renamed / coloured the layers once the editor is published
+    page.wait_for_function("() => window.__sd && window.__sd.installed", timeout=30_000)
+    return context, page
+
+
+def select_layer(page, index: int):
+    """Pick brush `index` (0-based) in the editor's layer menu."""
+    editor = page.locator("#sd-editor")
+    editor.locator(".layer-title-button").click()
+    editor.locator(f'button[aria-label="layer-{index + 1}"]').click()
+    page.wait_for_timeout(200)
+    editor.locator(".layer-title-button").click()  # close the menu
+    page.wait_for_timeout(200)
+
+
+def image_box(page):
+    """Screen box of the painting (the canvas element shows it centred, fitted)."""
+    box = page.locator("#sd-editor .pixi-target canvas").first.bounding_box()
+    side = min(box["width"], box["height"]) * 0.8  # a square canvas fits inside the smaller side
+    return box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2, side
+
+
+def stroke(page, points: list[tuple[float, float]]):
+    """Drag the mouse through points given as fractions (x, y) of the painting."""
+    x0, y0, side = image_box(page)
+    page.mouse.move(x0 + points[0][0] * side, y0 + points[0][1] * side)
+    page.mouse.down()
+    for fx, fy in points[1:]:
+        page.mouse.move(x0 + fx * side, y0 + fy * side)  # the editor joins the points (software WebGL is slow)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+
+
+def layer_names(page) -> list[str]:
+    return page.evaluate("() => window.editor.layer_manager.layers.map(l => l.name)")
+
+
+def prompt_box(page, i: int):
+    return page.locator(f"#sd-brush-{i + 1} textarea").nth(1)
+
+
+def output_src(page) -> str | None:
+    img = page.locator("#sd-output img")
+    return img.first.get_attribute("src") if img.count() else None
+
+
+def output_pixels(page, src: str | None = None) -> np.ndarray:
+    """The output image's pixels, fetched from its URL (what the page shows, not a screenshot of it)."""
+    src = src or output_src(page)
+    data = page.request.get(src).body()
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+def save_palette(page, tmp_path) -> Path:
+    page.locator("#sd-save").click()
+    link = page.locator("#sd-palette-file a").first
+    link.wait_for(timeout=30_000)
+    with page.expect_download() as info:
+        link.click()
+    path = tmp_path / "palette.zip"
+    info.value.save_as(path)
+    return path
+
+
+def test_paint_two_brushes_type_prompts_and_generate(browser, server, tmp_path):
+    from semantic_draw import Scene
+    context, page = open_page(browser, server)
+    try:
+        assert layer_names(page)[:3] == ["Brush 1", "Brush 2", "Brush 3"]
+        select_layer(page, 0)
+        stroke(page, [(0.15, 0.2), (0.4, 0.2), (0.4, 0.45), (0.15, 0.45), (0.15, 0.2)])
+        select_layer(page, 1)
+        stroke(page, [(0.6, 0.6), (0.85, 0.6), (0.85, 0.85), (0.6, 0.85), (0.6, 0.6)])
+        prompt_box(page, 0).fill("a red apple")
+        prompt_box(page, 1).fill("a yellow banana")
+        prompt_box(page, 2).fill("")
+        shot(page, "browser_painted")
+
+        # the saved palette holds both masks where they were painted, with the typed prompts
+        scene = Scene.load(save_palette(page, tmp_path))
+        assert [l.prompt for l in scene.layers] == ["a red apple", "a yellow banana"]
+        m1, m2 = (np.asarray(l.mask) for l in scene.layers)
+        ys1, xs1 = np.nonzero(m1)
+        ys2, xs2 = np.nonzero(m2)
+        assert m1.sum() > 50 and m2.sum() > 50
+        assert xs1.mean() < SIZE / 2 and ys1.mean() < SIZE / 2, "brush 1 was painted top-left"
+        assert xs2.mean() > SIZE / 2 and ys2.mean() > SIZE / 2, "brush 2 was painted bottom-right"
+        assert not (m1 & m2).any()
+
+        page.locator("#sd-generate").click()
+        page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes(' in ')",
+                               timeout=120_000)
+        assert output_src(page)
+        assert page.locator("#sd-history img").count() >= 1
+        pixels = output_pixels(page)
+        assert pixels.std() > 1.0, "the output is not a blank image"
+        shot(page, "browser_generated")
+    finally:
+        context.close()
+
+
+def test_stream_shows_changing_frames_while_painting(browser, server):
+    context, page = open_page(browser, server)
+    try:
+        select_layer(page, 0)
+        stroke(page, [(0.2, 0.2), (0.5, 0.3), (0.3, 0.5)])
+        page.locator("#sd-stream").click()
+        page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('frames/s')",
+                               timeout=120_000)
+        seen, images = [], []
+        edits = [lambda: (select_layer(page, 1), stroke(page, [(0.2, 0.7), (0.8, 0.8)])),
+                 lambda: prompt_box(page, 0).fill("a glowing blue crystal"),
+                 lambda: page.locator("#sd-bg-prompt textarea").fill("a dark night sky with stars"),
+                 lambda: prompt_box(page, 1).fill("a wooden boat")]
+        deadline = time.monotonic() + 120
+        while len(seen) < 4 and time.monotonic() < deadline:
+            src = output_src(page)
+            if src and src not in seen:
+                seen.append(src)
+                images.append(output_pixels(page, src))
+                if edits:
+                    edits.pop(0)()  # paint / type while the stream runs
+            page.wait_for_timeout(150)
+        shot(page, "browser_streaming")
+        assert len(seen) >= 3, f"saw only {len(seen)} different frames"
+        assert "frames/s" in page.locator("#sd-status").inner_text()
+        differ = sum(np.abs(a - b).mean() > 0.5 for a, b in zip(images, images[1:]))
+        assert differ >= 2, "consecutive frames look the same on screen"
+
+        page.locator("#sd-stream").click()  # stop
+        page.wait_for_function("() => document.querySelector('#sd-stream')?.innerText.includes('Start')",
+                               timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('stopped')",
+                               timeout=30_000)
+        last = output_src(page)
+        page.wait_for_timeout(1500)
+        assert output_src(page) == last, "frames kept coming after stop"
+        shot(page, "browser_stopped")
+    finally:
+        context.close()
+
+
+def test_example_loads_masks_into_the_editor(browser, server):
+    context, page = open_page(browser, server)
+    try:
+        page.locator("#sd-examples").get_by_text("timessquare", exact=True).first.click()
+        page.wait_for_function("() => window.editor.layer_manager.layers.length === 2", timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelector('#sd-brush-1 textarea:nth-of-type(1)') !== null", timeout=10_000)
+        expect = sync_api.expect
+        expect(prompt_box(page, 0)).to_have_value("1boy, looking at viewer, brown hair, casual shirt",
+                                                  timeout=30_000)
+        expect(page.locator("#sd-brush-3")).to_be_hidden()
+        page.wait_for_function("() => window.editor.layer_manager.layers.map(l => l.name).join() === "
+                               "'Brush 1,Brush 2'", timeout=10_000)
+        page.wait_for_timeout(1000)
+        shot(page, "browser_example")
+        # the masks are painted in the editor in the brushes' palette colours
+        from semantic_draw.scene import palette_colors
+        x0, y0, side = image_box(page)
+        png = page.screenshot(clip={"x": x0, "y": y0, "width": side, "height": side})
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+        for color in palette_colors(2):
+            near = (np.abs(pixels - np.array(color)).sum(-1) < 40).mean()
+            assert near > 0.02, f"no region of colour {color} on the canvas"
+    finally:
+        context.close()
+
+
+def test_two_visitors_have_their_own_palettes_and_streams(browser, server):
+    ctx_a, page_a = open_page(browser, server)
+    ctx_b, page_b = open_page(browser, server)
+    try:
+        page_a.locator("#sd-examples").get_by_text("timessquare", exact=True).first.click()
+        sync_api.expect(prompt_box(page_a, 0)).to_have_value("1boy, looking at viewer, brown hair, casual shirt",
+                                                             timeout=30_000)
+        select_layer(page_b, 0)
+        stroke(page_b, [(0.1, 0.1), (0.9, 0.9)])
+        prompt_box(page_b, 0).fill("a purple dragon")
+        for page in (page_a, page_b):
+            page.locator("#sd-stream").click()
+        for page in (page_a, page_b):
+            page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('frames/s')",
+                                   timeout=120_000)
+        # B's palette did not change with A's example; A has two brushes, B three
+        assert prompt_box(page_b, 0).input_value() == "a purple dragon"
+        assert len(layer_names(page_a)) == 2 and len(layer_names(page_b)) == 3
+        page_a.wait_for_timeout(1000)
+        a, b = output_pixels(page_a), output_pixels(page_b)
+        shot(page_a, "browser_visitor_a")
+        shot(page_b, "browser_visitor_b")
+        assert output_src(page_a) != output_src(page_b)
+        if a.shape == b.shape:
+            assert np.abs(a - b).mean() > 1.0, "two different palettes streamed the same image"
+        # stopping A leaves B streaming
+        page_a.locator("#sd-stream").click()
+        page_a.wait_for_function("() => document.querySelector('#sd-stream')?.innerText.includes('Start')",
+                                 timeout=30_000)
+        assert "Stop" in page_b.locator("#sd-stream").inner_text()
+        page_b.locator("#sd-stream").click()
+        page_b.wait_for_function("() => document.querySelector('#sd-stream')?.innerText.includes('Start')",
+                                 timeout=30_000)
+    finally:
+        ctx_a.close()
+        ctx_b.close()
+
+
+def test_closing_the_tab_stops_the_stream(browser, server, model):
+    context, page = open_page(browser, server)
+    select_layer(page, 0)
+    stroke(page, [(0.2, 0.2), (0.8, 0.8)])
+    page.locator("#sd-stream").click()
+    page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('frames/s')",
+                           timeout=120_000)
+    context.close()
+    time.sleep(3)
+    calls = model.calls
+    time.sleep(3)
+    assert model.calls == calls, "the model kept working for a closed tab"

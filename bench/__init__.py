@@ -1,0 +1,1 @@
+"""Benchmarks of SemanticDraw (see bench/README.md)."""

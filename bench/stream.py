@@ -1,0 +1,171 @@
+"""Stream frames per second and frame latency for 1, 3, 8 and 16 brushes, against one-shot `generate` per frame.
+
+    python bench/stream.py                                        # tiny-sd15, 128x128, CPU ok
+    python bench/stream.py --full-size --preset sd15 --layers 3   # the headline: full-size SD1.5, 512x512, 3 brushes,
+                                                                  # fp16 on a GPU (goal >= 20 frames/s)
+
+Scenes are synthetic: N rectangles and ellipses spread over the canvas on a grid, over a background prompt. For each
+N the stream is filled (first frame) and warmed up, then --frames frames are timed one by one (device synchronized;
+a frame ends when its PIL image exists). The time inside the denoiser (``backbone.model_output``) and inside the
+tiny-VAE decode (``model.decode``) is measured per frame; the rest is "other" (region step, masks, bookkeeping).
+The same scene is then generated one-shot (``model.generate``, full VAE decode) --oneshot-repeats times.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (ModelClock, PeakMemory, add_model_args, build_model, is_tiny, machine_lines,  # noqa: E402
+                          markdown_table, median, percentile, real_preset, round_to, sync, timed, write_outputs)
+from semantic_draw import Background, Layer, Scene  # noqa: E402
+
+TINY_CANVAS = 128      # default canvas side for tiny presets
+GOAL_FPS = 20.0        # headline goal: full-size SD1.5, 512x512, 3 brushes, fp16 on a GPU
+OBJECTS = ["a red apple", "a blue vase", "a black cat", "a yellow lemon", "a green bottle", "a white cup",
+           "an orange", "a wooden bowl", "a pink flower", "a silver spoon", "a brown teddy bear", "a glass jar",
+           "a purple grape bunch", "a candle", "a straw hat", "a small clock"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(parser)
+    parser.add_argument("--layers", default="1,3,8,16", help="comma-separated brush counts")
+    parser.add_argument("--frames", type=int, default=30, help="timed frames per brush count")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (filling) frame")
+    parser.add_argument("--oneshot-repeats", type=int, default=3, help="timed one-shot generations per brush count")
+    return parser.parse_args(argv)
+
+
+def synthetic_scene(brushes: int, height: int, width: int) -> Scene:
+    """``brushes`` shapes on a grid of cells covering the canvas: rectangles and ellipses taking ~70 % of a cell,
+    alternating, with a mask blur that scales with the canvas (8 px at 512 px)."""
+    cols = math.ceil(math.sqrt(brushes))
+    rows = math.ceil(brushes / cols)
+    yy, xx = np.mgrid[0:height, 0:width]
+    blur = 8.0 * min(height, width) / 512
+    layers = []
+    for i in range(brushes):
+        r, c = divmod(i, cols)
+        cy, cx = (r + 0.5) * height / rows, (c + 0.5) * width / cols
+        ry, rx = 0.42 * height / rows, 0.42 * width / cols
+        if i % 2 == 0:
+            mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        else:
+            mask = (abs(yy - cy) <= 0.85 * ry) & (abs(xx - cx) <= 0.85 * rx)
+        layers.append(Layer(OBJECTS[i % len(OBJECTS)], mask, name=f"brush {i + 1}", mask_blur=blur))
+    return Scene(height, width, layers, Background("a wooden table, soft light"), name=f"{brushes} brushes")
+
+
+def canvas(args, model) -> tuple[int, int]:
+    if is_tiny(args):
+        default = (TINY_CANVAS, TINY_CANVAS)
+    else:
+        default = real_preset(args).canvas
+    height = args.height or (round_to(args.width * default[0] / default[1], 16) if args.width else default[0])
+    width = args.width or (round_to(height * default[1] / default[0], 16) if args.height else default[1])
+    return height, width
+
+
+def tile_size(args, height: int, width: int) -> int | None:
+    """--tile-size, or for a tiny preset one view over the whole canvas (as SD1.5's 768 px tile on 512x512)."""
+    if args.tile_size or not is_tiny(args):
+        return args.tile_size
+    return round_to(max(height, width), 16)
+
+
+def measure_stream(model, scene: Scene, args, tile) -> dict:
+    clock = ModelClock(model)
+    try:
+        session = model.stream(scene, seed=args.seed, tile_size=tile)
+        for _ in range(1 + args.warmup):       # the first frame fills the pipeline (one latent walks every step)
+            session.next_frame()
+        clock.take()
+        model.calls = model.items = 0
+        times, parts = [], []
+        with PeakMemory(model.device) as mem:
+            for _ in range(args.frames):
+                _, seconds = timed(session.next_frame, model.device)
+                times.append(seconds)
+                parts.append(clock.take())
+        slots = session.schedule.steps
+        session.close()
+    finally:
+        clock.close()
+    total = sum(times)
+    model_s = sum(p["model"] for p in parts)
+    decode_s = sum(p["decode"] for p in parts)
+    return dict(brushes=len(scene.layers), slots=slots, fps=len(times) / total, median=median(times),
+                p90=percentile(times, 90), model=model_s / total, decode=decode_s / total,
+                other=max(0.0, 1 - (model_s + decode_s) / total), calls=model.calls / len(times),
+                items=model.items / len(times), peak=mem.mib, memory_method=mem.method)
+
+
+def measure_oneshot(model, scene: Scene, args, tile) -> dict:
+    model.generate(scene, seed=args.seed, tile_size=tile)   # warm-up
+    times = []
+    for _ in range(args.oneshot_repeats):
+        model.calls = model.items = 0
+        times.append(timed(lambda: model.generate(scene, seed=args.seed, tile_size=tile), model.device)[1])
+    return dict(time=median(times), calls=model.calls, items=model.items)
+
+
+def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
+    headers = ["brushes", "slots", "items / frame", "calls / frame", "frames/s", "latency median (ms)",
+               "latency p90 (ms)", "in model", "tiny-VAE decode", "other", "peak mem (MiB)",
+               "one-shot generate (s)", "one-shot evals", "stream speed-up"]
+    table = [[r["brushes"], r["slots"], f"{r['items']:.0f}", f"{r['calls']:.0f}", f"{r['fps']:.2f}",
+              f"{1000 * r['median']:.1f}", f"{1000 * r['p90']:.1f}", f"{100 * r['model']:.0f}%",
+              f"{100 * r['decode']:.0f}%", f"{100 * r['other']:.0f}%", f"{r['peak']:.0f}",
+              f"{r['oneshot']['time']:.3f}", r["oneshot"]["items"], f"{r['fps'] * r['oneshot']['time']:.1f}x"]
+             for r in rows]
+    lines = [f"## Stream: {width}x{height} px, synthetic brushes", "", *machine_lines(model, args),
+             f"- tile size: {tile or model.backbone.tile_size} px; {args.warmup} warm-up frames after the filling "
+             f"frame, {args.frames} timed frames; one-shot: 1 warm-up + {args.oneshot_repeats} timed; seed {args.seed}",
+             f"- peak mem (stream frames only): {rows[0]['memory_method']}",
+             "- in model / tiny-VAE decode / other: shares of the frame time (CUDA: event time on the GPU stream)",
+             "- stream speed-up: frames/s x one-shot seconds (stream frames per one-shot image)", "",
+             markdown_table(headers, table), ""]
+    head = next((r for r in rows if r["brushes"] == 3), None)
+    if args.full_size and real_preset(args).family == "sd15" and (height, width) == (512, 512) and head:
+        met = "met" if head["fps"] >= GOAL_FPS else "NOT met"
+        lines.append(f"Headline (full-size SD1.5, 512x512, 3 brushes, {model.backbone.dtype}, {model.device}): "
+                     f"{head['fps']:.1f} frames/s (goal >= {GOAL_FPS:g}: {met}).")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.frames < 1 or args.warmup < 0 or args.oneshot_repeats < 1:
+        raise SystemExit("--frames and --oneshot-repeats must be >= 1, --warmup >= 0.")
+    counts = [int(n) for n in args.layers.split(",") if n.strip()]
+    model = build_model(args)
+    height, width = canvas(args, model)
+    tile = tile_size(args, height, width)
+    print(f"{model.name} on {model.device}: {width}x{height}, brushes {counts}", flush=True)
+    rows = []
+    for n in counts:
+        scene = synthetic_scene(n, height, width)
+        start = time.perf_counter()
+        row = measure_stream(model, scene, args, tile)
+        row["oneshot"] = measure_oneshot(model, scene, args, tile)
+        rows.append(row)
+        sync(model.device)
+        print(f"  {n} brushes: {row['fps']:.2f} frames/s, median {1000 * row['median']:.1f} ms; one-shot "
+              f"{row['oneshot']['time']:.3f} s ({time.perf_counter() - start:.0f} s)", flush=True)
+    text = report(model, args, height, width, tile, rows)
+    print("\n" + text)
+    chart = ("Stream frames/s by brush count", [f"{r['brushes']} brushes" for r in rows], [r["fps"] for r in rows],
+             "frames/s")
+    for path in write_outputs(args.out, "stream", text, chart):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import shutil
 import tempfile
 import time
-from dataclasses import dataclass, fields as dc_fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -23,7 +24,7 @@ from semantic_draw.scene import palette_colors
 
 from app_parts import canvas as cv
 from app_parts.frontend import SET_NAMES, page_css, page_script, swatch
-from app_parts.palette import (BRUSH_FIELDS, N_FIELDS, STARTER, STARTER_BACKGROUND, STARTER_NEGATIVE, Brush,
+from app_parts.palette import (STARTER, STARTER_BACKGROUND, STARTER_NEGATIVE, Brush,
                                brushes_from_rows, brushes_from_scene, build_scene, default_name, rows_from_brushes,
                                scene_masks)
 from app_parts.session import SessionState, close_session, friendly
@@ -79,6 +80,14 @@ def load_palette_file(path) -> Scene:
         return Scene.load(path)
     except SemanticDrawError as e:
         raise SemanticDrawError(str(e).replace(repr(str(path)), repr(Path(path).name))) from None
+
+
+def frame_file(folder: Path, n: int, image) -> str:
+    """A stream frame as a PNG of its own. Gradio caches a file by its content, atomically; handing it the PIL image
+    instead would rewrite one cache file for equal frames while a client may be downloading it."""
+    path = folder / f"frame-{n % 4}.png"
+    image.save(path)
+    return str(path)
 
 
 def fit_scene(scene: Scene, max_side: int, multiple: int) -> tuple[Scene, str | None]:
@@ -230,7 +239,7 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
 
         def scene_update(scene: Scene, note: str | None = None) -> dict:
             scene, fit_note = fit_scene(scene, cfg.max_canvas, multiple)
-            for msg in (note, fit_note, (scene.extra or {}).get("about")):
+            for msg in (note, fit_note):
                 if msg:
                     gr.Info(msg)
             canvas = cv.Canvas(scene.height, scene.width, [m.astype("uint8") * 255 for m in scene_masks(scene)],
@@ -388,6 +397,7 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
             API), every computed frame is sent and the run ends after that many."""
             edits = edit_queue()
             st.edits = edits
+            run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
             work = stream_work(scene, int(seed_value or 0), edits, cfg.stream_time_limit or None,
                                every_frame=frames is not None)
             times: list[float] = []
@@ -407,7 +417,7 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
                         del times[:-12]
                         if kind == "frame":
                             shown += 1
-                            yield payload, fps_of(times), shown
+                            yield frame_file(run_dir, shown, payload), fps_of(times), shown
                             if frames is not None and shown >= frames:
                                 break
                     if kind in ("same", "tick") and now - last_tick >= 0.5:
@@ -416,6 +426,7 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
             finally:
                 work.close()
                 edits.put(("stop", None))
+                shutil.rmtree(run_dir, ignore_errors=True)
                 if st.run == run:
                     st.streaming = False
                     st.edits = None

@@ -143,5 +143,5 @@ def test_too_big_canvas_and_bad_requests_are_clear_errors(client, tmp_path, pale
         client.predict(handle_file(str(palette)), 0, "no-such-method", api_name="/generate")
     assert "method" in str(err.value).lower()
     with pytest.raises(Exception) as err:
-        list(client.submit(handle_file(str(palette)), 0, 0, api_name="/stream"))
+        client.submit(handle_file(str(palette)), 0, 0, api_name="/stream").result()
     assert "frames" in str(err.value).lower()

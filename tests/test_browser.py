@@ -284,15 +284,27 @@ def test_two_visitors_have_their_own_palettes_and_streams(browser, server):
         ctx_b.close()
 
 
-def test_closing_the_tab_stops_the_stream(browser, server, model):
+def test_closing_the_tab_stops_the_stream(browser, server, model, monkeypatch):
+    sessions = []
+    real_stream = model.stream
+
+    def recording_stream(*args, **kwargs):
+        sessions.append(real_stream(*args, **kwargs))
+        return sessions[-1]
+
+    monkeypatch.setattr(model, "stream", recording_stream)
     context, page = open_page(browser, server)
     select_layer(page, 0)
     stroke(page, [(0.2, 0.2), (0.8, 0.8)])
     page.locator("#sd-stream").click()
     page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('frames/s')",
                            timeout=120_000)
+    assert len(sessions) == 1 and not sessions[0].closed
     context.close()
-    time.sleep(3)
+    deadline = time.monotonic() + 30
+    while not sessions[0].closed and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sessions[0].closed, "the stream session of a closed tab is still open"
     calls = model.calls
-    time.sleep(3)
+    time.sleep(2)
     assert model.calls == calls, "the model kept working for a closed tab"

@@ -176,19 +176,28 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
     if full_cfg:
         uncond = _gather_cond(plan.uncond, layer)
     chunk = max(1, opts.batch_size // 2) if full_cfg else opts.batch_size
-    outs = []
-    for a in range(0, len(idx), chunk):
+    outs, a = [], 0
+    while a < len(idx):
         b = min(a + chunk, len(idx))
         xi, ti, ci = x_in[a:b], timesteps[a:b], crops[a:b]
         ce = {k: v[a:b] for k, v in cond.items()}
-        if full_cfg:
-            ue = {k: v[a:b] for k, v in uncond.items()}
-            both = model_fn(torch.cat([xi, xi]), torch.cat([ti, ti]),
-                            {k: torch.cat([ue[k], ce[k]]) for k in ce}, torch.cat([ci, ci]))
-            u, c = both.chunk(2)
-            outs.append(u + opts.guidance * (c - u))
-        else:
-            outs.append(model_fn(xi, ti, ce, ci))
+        try:
+            if full_cfg:
+                ue = {k: v[a:b] for k, v in uncond.items()}
+                both = model_fn(torch.cat([xi, xi]), torch.cat([ti, ti]),
+                                {k: torch.cat([ue[k], ce[k]]) for k in ce}, torch.cat([ci, ci]))
+                u, c = both.chunk(2)
+                outs.append(u + opts.guidance * (c - u))
+            else:
+                outs.append(model_fn(xi, ti, ce, ci))
+        except torch.OutOfMemoryError:
+            if b - a <= 1:
+                raise
+            chunk = (b - a) // 2      # as many items per call as memory allows: halve and retry
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        a = b
     out = torch.cat(outs)
     x0, eps = sched.to_x0_eps(out, x_in, step)
 

@@ -105,3 +105,22 @@ def test_background_image_is_kept_outside_the_regions():
     z_photo = model.backbone.encode_image(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1)[0]
     assert torch.allclose(z[:, :2, :], z_photo[:, :2, :], atol=1e-4)           # outside: the photo's latent
     assert torch.allclose(z[:, 3:5, 3:5].mean((1, 2)), target("a red apple", 4), atol=0.02)  # inside: the prompt
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_image():
+    model, backbone = analytic_model("sd15", channels=4)
+    scene = rect_scene(128, 128, [("a red apple", (8, 8, 64, 64)), ("a blue cup", (64, 64, 120, 120))],
+                       background_prompt="a wooden table")
+    want = model.generate(scene, seed=0, batch_size=64, output="latent")
+    plain = backbone.model_output
+
+    def small_memory(x, t, cond, crops=None):
+        if x.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return plain(x, t, cond, crops)
+
+    backbone.model_output = small_memory
+    backbone.calls.clear()
+    got = model.generate(scene, seed=0, batch_size=64, output="latent")
+    assert torch.allclose(got, want, atol=1e-6)
+    assert max(backbone.calls) <= 4

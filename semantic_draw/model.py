@@ -16,7 +16,7 @@ from PIL import Image
 from .backbones.base import Backbone, Cond
 from .errors import SemanticDrawError
 from .oneshot import SamplerSettings, StepInfo, method_settings, sample
-from .plan import PromptCache, build_plan
+from .plan import PromptCache, build_plan, layer_specs, soft_masks
 from .sampler import StepOptions
 from .schedule import LCM_REFERENCE_TIMESTEPS, build_schedule
 
@@ -172,7 +172,7 @@ class SemanticDraw:
                                          REFERENCE_GUIDANCE[self.family])
         schedule = self.schedule(settings)
         cover = self.backbone.cover_alpha if cover_alpha is None else float(cover_alpha)
-        plan, soft = build_plan(self.backbone, scene, schedule, self.prompt_cache(), cover_alpha=cover,
+        plan = build_plan(self.backbone, scene, schedule, self.prompt_cache(), cover_alpha=cover,
                                 quantize=settings.quantize, with_uncond=opts.guidance_mode == "full",
                                 tile_size=tile_size or self.backbone.tile_size)
         generator = torch.Generator().manual_seed(int(seed))
@@ -183,7 +183,8 @@ class SemanticDraw:
             return latent
         image = self.decode(latent)
         if edit and blend_background:
-            image = blend_outside(image, scene.background.image, soft[-len(scene.layers):] if scene.layers else None)
+            soft = soft_masks(layer_specs(scene), cover, self.device) if scene.layers else None
+            image = blend_outside(image, scene.background.image, soft)
         return image
 
 

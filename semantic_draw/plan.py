@@ -89,15 +89,15 @@ def conditioning(specs: Sequence[LayerSpec], background, cache: PromptCache,
     return cond, uncond
 
 
-def soft_masks(specs: Sequence[LayerSpec], cover_alpha: float, device) -> torch.Tensor:
-    """[P, H, W] masks after cover, blur and strength, in pixels."""
+def soft_masks(specs: Sequence[LayerSpec], cover_alpha: float, device, factor: int = 1) -> torch.Tensor:
+    """[P, H, W] masks after cover, blur and strength, in pixels (or on the latent grid with factor 8)."""
     raw = torch.from_numpy(np.stack([s.mask for s in specs])).to(device=device, dtype=torch.float32)
-    return M.prepare(raw, cover_alpha, [s.blur for s in specs], [s.strength for s in specs])
+    return M.prepare(raw, cover_alpha, [s.blur for s in specs], [s.strength for s in specs], factor=factor)
 
 
-def step_masks(soft: torch.Tensor, schedule: Schedule, quantize: str, factor: int) -> torch.Tensor:
-    """[P, H, W] soft pixel masks -> [T, P, h, w] step masks on the latent grid."""
-    return M.quantize(M.to_latent(soft, factor), schedule.noise_levels, quantize)
+def step_masks(soft: torch.Tensor, schedule: Schedule, quantize: str) -> torch.Tensor:
+    """[P, h, w] soft masks on the latent grid -> [T, P, h, w] step masks."""
+    return M.quantize(soft, schedule.noise_levels, quantize)
 
 
 def image_to_tensor(image, device) -> torch.Tensor:
@@ -124,17 +124,16 @@ def check_canvas(backbone: Backbone, height: int, width: int) -> None:
 
 
 def build_plan(backbone: Backbone, scene, schedule: Schedule, cache: PromptCache, *, cover_alpha: float,
-               quantize: str, with_uncond: bool, tile_size: int) -> tuple[Plan, torch.Tensor]:
-    """A Plan for a validated scene, plus the soft pixel masks (for the final pixel blend)."""
+               quantize: str, with_uncond: bool, tile_size: int) -> Plan:
+    """A Plan for a validated scene."""
     check_canvas(backbone, scene.height, scene.width)
     f = backbone.vae_factor
     h, w = scene.height // f, scene.width // f
     specs = layer_specs(scene)
     if not specs:
         raise SemanticDrawError("Nothing to draw: add a brush or a background prompt.")
-    soft = soft_masks(specs, cover_alpha, backbone.device)
+    soft = soft_masks(specs, cover_alpha, backbone.device, factor=f)
     cond, uncond = conditioning(specs, scene.background, cache, with_uncond)
     z_bg, z_white = background_latents(backbone, scene.background.image, h, w)
     tiling = make_tiling(h, w, max(1, tile_size // f))
-    plan = Plan(schedule, tiling, step_masks(soft, schedule, quantize, f), cond, uncond, z_bg, z_white, f)
-    return plan, soft
+    return Plan(schedule, tiling, step_masks(soft, schedule, quantize), cond, uncond, z_bg, z_white, f)

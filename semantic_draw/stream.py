@@ -151,9 +151,9 @@ class StreamSession:
             if steps is None:
                 raw = torch.from_numpy(spec.mask).to(dev)
                 cov = None if cover is None else torch.from_numpy(np.ascontiguousarray(cover)).to(dev)
-                soft = M.prepare_layer(raw, cov, self.cover_alpha, spec.blur, spec.strength)
-                steps = M.quantize(M.to_latent(soft, self.model.backbone.vae_factor), self.schedule.noise_levels,
-                                   self.quantize)
+                soft = M.prepare_layer(raw, cov, self.cover_alpha, spec.blur, spec.strength,
+                                       factor=self.model.backbone.vae_factor)
+                steps = M.quantize(soft, self.schedule.noise_levels, self.quantize)
                 self.masks_computed += 1
                 self._mask_cache[key] = steps
                 while len(self._mask_cache) > max(self._mask_cache_size, len(specs)):

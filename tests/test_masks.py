@@ -78,3 +78,12 @@ def test_strength_scales_and_latent_sampling_takes_block_centres():
 def test_unknown_quantization_is_a_user_error():
     with pytest.raises(SemanticDrawError, match="quantization"):
         M.quantize(torch.ones(1, 4, 4), LEVELS, "fuzzy")
+
+
+@pytest.mark.parametrize("stds", [[8.0, 0.0, 3.0], [0.0, 0.0, 0.0], [1.5, 12.0, 5.0]])
+def test_preparing_on_the_latent_grid_equals_sampling_the_full_masks(stds):
+    raw = random_masks(5, size=96)[:, :, :80]        # not square: rows and columns both checked
+    full = M.prepare(raw, 0.3, stds, [1.0, 0.6, 0.9])
+    direct = M.prepare(raw, 0.3, stds, [1.0, 0.6, 0.9], factor=8)
+    assert direct.shape == (3, 12, 10)
+    assert torch.allclose(direct, M.to_latent(full, 8), atol=1e-6)

@@ -218,6 +218,10 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
             return build_scene(page_brushes(data), canvas, data[bg_prompt], data[neg_prompt],
                                multiple=multiple, strict=strict)
 
+        def page_fields(data) -> tuple:
+            """What the palette rows hold: (brushes, background prompt, negative prompt)."""
+            return page_brushes(data), data[bg_prompt] or "", data[neg_prompt] or ""
+
         def read(data) -> cv.Canvas:
             return cv.read_editor(data[editor], (cfg.height, cfg.width))
 
@@ -390,13 +394,11 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
         def fps_of(times: list[float]) -> float:
             return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
-        def stream_frames(st: SessionState, run: int, scene: Scene, seed_value, frames: int | None = None):
+        def stream_frames(st: SessionState, run: int, scene: Scene, seed_value, edits, frames: int | None = None):
             """(frame or None, frames per second, frames shown) of one stream run, until stopped or out of time.
             None means "nothing new" (fps 0: the picture settled and the stream waits for an edit); those come at
             most twice a second. With `frames` (the
             API), every computed frame is sent and the run ends after that many."""
-            edits = edit_queue()
-            st.edits = edits
             run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
             work = stream_work(scene, int(seed_value or 0), edits, cfg.stream_time_limit or None,
                                every_frame=frames is not None)
@@ -436,17 +438,23 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
             st: SessionState = data[state]
             run = data[token]
             if run is None or run != st.run or not st.streaming:
+                yield gr.skip()  # the click stopped the stream (a generator that yields nothing clears outputs)
                 return
-            try:
-                canvas = read(data)
-                scene, notes = page_scene(data, canvas, strict=False)
-                scene = scene.validate(max_side=cfg.max_stream_side, multiple=multiple)
-            except SemanticDrawError as e:
-                st.streaming = False
-                raise SemanticDrawError(f"{e} (The stream takes canvases up to {cfg.max_stream_side} px a side; "
-                                        "use Generate for larger ones.)" if "larger than" in str(e) else str(e))
-            st.canvas, st.notes = canvas, notes
-            for frame, fps, n in stream_frames(st, run, scene, data[seed]):
+            with st.lock:  # edits made since Start (while this run waited for a free slot) are newer than `data`
+                if run != st.run or not st.streaming:
+                    return
+                try:
+                    st.canvas = st.canvas or read(data)
+                    st.fields = st.fields or page_fields(data)
+                    scene, st.notes = live_scene(st)
+                    scene = scene.validate(max_side=cfg.max_stream_side, multiple=multiple)
+                except SemanticDrawError as e:
+                    st.streaming = False
+                    raise SemanticDrawError(f"{e} (The stream takes canvases up to {cfg.max_stream_side} px a "
+                                            "side; use Generate for larger ones.)" if "larger than" in str(e)
+                                            else str(e))
+                st.edits = edits = edit_queue()
+            for frame, fps, n in stream_frames(st, run, scene, data[seed], edits):
                 notes = "  \n".join(f"⚠ {x}" for x in st.notes)
                 text = (f"**Streaming** · {fps:.1f} frames/s · frame {n}" if frame is not None or fps > 0 else
                         f"**Streaming** · frames/s: settled, waiting for your next edit · frame {n}")
@@ -466,27 +474,32 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
                                  concurrency_limit=None)
 
         # live edits: every change reaches the running stream as a scene update (no restart)
-        def push_edit(st: SessionState, data, canvas: cv.Canvas | None):
-            if not st.streaming or st.edits is None:
-                return
-            if canvas is not None:
-                st.canvas = canvas
-            if st.canvas is None:
-                return
-            try:
-                scene, st.notes = page_scene(data, st.canvas, strict=False)
-            except SemanticDrawError as e:
-                st.notes = [str(e)]
-                return
-            st.edits.put(("scene", scene))
+        def live_scene(st: SessionState):
+            brushes, bg, neg = st.fields
+            return build_scene(brushes, st.canvas, bg, neg, multiple=multiple, strict=False)
+
+        def push_edit(st: SessionState, canvas: cv.Canvas | None = None, fields: tuple | None = None):
+            with st.lock:
+                if not st.streaming:
+                    return
+                st.canvas = canvas or st.canvas
+                st.fields = fields or st.fields
+                if st.edits is None or st.canvas is None or st.fields is None:
+                    return  # the run has not started yet; it starts from what was stored here
+                try:
+                    scene, st.notes = live_scene(st)
+                except SemanticDrawError as e:
+                    st.notes = [str(e)]
+                    return
+                st.edits.put(("scene", scene))
 
         def edit_canvas(data):
-            st = data[state]
-            if st.streaming:
-                push_edit(st, data, read(data))
+            if data[state].streaming:
+                push_edit(data[state], canvas=read(data))
 
         def edit_fields(data):
-            push_edit(data[state], data, None)
+            if data[state].streaming:
+                push_edit(data[state], fields=page_fields(data))
 
         def edit_seed(st: SessionState, value):
             if st.streaming and st.edits is not None:
@@ -494,9 +507,9 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
 
         live = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden",
                     trigger_mode="always_last")
-        editor.change(edit_canvas, {state, editor, *palette_inputs}, None, **live)
-        for comp in [bg_prompt, neg_prompt] + row_fields:
-            comp.change(edit_fields, {state, *palette_inputs}, None, **live)
+        editor.change(edit_canvas, {state, editor}, None, **live)
+        gr.on([c.change for c in [count, bg_prompt, neg_prompt] + row_fields], edit_fields,
+              {state, *palette_inputs}, None, **live)
         seed.change(edit_seed, [state, seed], None, **live)
 
         # ---------------------------------------------------------------- API: palette file in, image(s) out
@@ -529,7 +542,7 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
             scene = api_scene(palette, cfg.max_stream_side)
             st = SessionState()
             run = st.start_stream()
-            for frame, _, _ in stream_frames(st, run, scene, seed_value, frames=frames):
+            for frame, _, _ in stream_frames(st, run, scene, seed_value, edit_queue(), frames=frames):
                 yield frame
 
         api_stream_btn = gr.Button(visible=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 import traceback
 
 import gradio as gr
@@ -22,14 +23,27 @@ class SessionState:
         self.run = 0              # id of the current stream run; bumping it ends the old one
         self.streaming = False
         self.edits = None         # queue to the running stream worker
-        self.canvas = None        # Canvas of the last editor value the stream saw
-        self.notes: list[str] = []
+        # The running stream's view of the page, kept up to date by the live edits. The canvas and the brush fields
+        # arrive by separate events (the editor's value is large and uploads slowly, so a canvas event may land
+        # after a newer field event): each event updates only its own part, and every scene sent to the stream is
+        # built from the newest of both, under `lock`.
+        self.lock = threading.Lock()
+        self.canvas = None        # Canvas of the newest editor value
+        self.fields = None        # (brushes, background prompt, negative prompt) of the newest palette fields
+        self.notes: list[str] = []   # what the newest scene left out, shown under the stream
         self.history: list[tuple] = []   # (image, caption), newest first
+
+    def __deepcopy__(self, memo):
+        # gr.State deep-copies its initial value for every visitor: a fresh state each (a lock cannot be copied)
+        return SessionState()
 
     def start_stream(self) -> int:
         self.stop_stream()
-        self.run += 1
-        self.streaming = True
+        with self.lock:
+            self.run += 1
+            self.streaming = True
+            self.canvas = self.fields = None
+            self.notes = []
         return self.run
 
     def stop_stream(self) -> None:

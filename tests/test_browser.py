@@ -177,7 +177,25 @@ def test_paint_two_brushes_type_prompts_and_generate(browser, server, tmp_path):
         context.close()
 
 
-def test_stream_shows_changing_frames_while_painting(browser, server):
+def record_streams(model, monkeypatch) -> list:
+    """The StreamSession of every stream the app starts from now on (their `scene` is what they draw)."""
+    sessions = []
+    real_stream = model.stream
+
+    def recording_stream(*args, **kwargs):
+        sessions.append(real_stream(*args, **kwargs))
+        return sessions[-1]
+
+    monkeypatch.setattr(model, "stream", recording_stream)
+    return sessions
+
+
+def status_text(page) -> str:
+    return page.locator("#sd-status").inner_text()
+
+
+def test_stream_shows_changing_frames_while_painting(browser, server, model, monkeypatch):
+    sessions = record_streams(model, monkeypatch)
     context, page = open_page(browser, server)
     try:
         select_layer(page, 0)
@@ -199,9 +217,20 @@ def test_stream_shows_changing_frames_while_painting(browser, server):
                 if edits:
                     edits.pop(0)()  # paint / type while the stream runs
             page.wait_for_timeout(150)
-        shot(page, "browser_streaming")
         assert len(seen) >= 3, f"saw only {len(seen)} different frames"
-        assert "frames/s" in page.locator("#sd-status").inner_text()
+        assert "frames/s" in status_text(page)
+        # brush 2, painted after the stream started, is in the running stream and its note is gone
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+                [l.name for l in sessions[-1].scene.layers] == ["Brush 1", "Brush 2"]
+                and "Brush 2" not in status_text(page)):
+            page.wait_for_timeout(250)
+        shot(page, "browser_streaming")
+        assert [(l.name, l.prompt) for l in sessions[-1].scene.layers] == [
+            ("Brush 1", "a glowing blue crystal"), ("Brush 2", "a wooden boat")]
+        assert sessions[-1].scene.background.prompt == "a dark night sky with stars"
+        assert "Brush 2" not in status_text(page), status_text(page)
+        assert "Brush 3 is not painted yet" in status_text(page)  # it still has its starter prompt
         # tiny-sd15 has random weights: edits change its picture only a little, but they do change it
         differ = sum(bool((a != b).any()) for a, b in zip(images, images[1:]))
         assert differ >= 2, "consecutive frames have the same pixels"
@@ -213,8 +242,8 @@ def test_stream_shows_changing_frames_while_painting(browser, server):
                                timeout=30_000)
         last = output_src(page)
         page.wait_for_timeout(1500)
-        assert output_src(page) == last, "frames kept coming after stop"
         shot(page, "browser_stopped")
+        assert output_src(page) == last, "frames kept coming after stop"
     finally:
         context.close()
 
@@ -285,14 +314,7 @@ def test_two_visitors_have_their_own_palettes_and_streams(browser, server):
 
 
 def test_closing_the_tab_stops_the_stream(browser, server, model, monkeypatch):
-    sessions = []
-    real_stream = model.stream
-
-    def recording_stream(*args, **kwargs):
-        sessions.append(real_stream(*args, **kwargs))
-        return sessions[-1]
-
-    monkeypatch.setattr(model, "stream", recording_stream)
+    sessions = record_streams(model, monkeypatch)
     context, page = open_page(browser, server)
     select_layer(page, 0)
     stroke(page, [(0.2, 0.2), (0.8, 0.8)])

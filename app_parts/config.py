@@ -1,0 +1,42 @@
+"""The server's settings (AppConfig, what `create_demo(model, **config)` takes) and the page's fixed labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, STOP = "▶ Start stream", "■ Stop stream"
+METHOD_CHOICES = [("SemanticDraw", "semanticdraw"),
+                  ("MultiDiffusion, few-step (naive baseline)", "multidiffusion-fast"),
+                  ("MultiDiffusion, 50 steps (reference, slow)", "multidiffusion")]
+
+
+def method_label(method: str) -> str:
+    return dict((v, k) for k, v in METHOD_CHOICES).get(method, method)
+
+
+@dataclass
+class AppConfig:
+    height: int = 512                 # starting canvas
+    width: int = 512
+    max_canvas: int = 2048            # largest canvas side for one-shot generation (tiled)
+    max_stream_side: int = 1024       # largest canvas side for the stream
+    max_brushes: int = 12
+    stream_time_limit: float = 180.0  # seconds per stream run; 0 = no limit
+    max_streams: int = 2              # streams running at once (all users)
+    max_generations: int = 2          # one-shot generations running at once
+    max_stream_frames: int = 500      # most frames one /stream API call may ask for
+    history: int = 12                 # results kept per session
+    queue_size: int = 64
+    assets: str = str(ROOT / "assets")
+    title: str = "SemanticDraw"
+
+    def __post_init__(self):
+        self.max_brushes = max(1, int(self.max_brushes))
+        self.max_canvas = int(self.max_canvas)
+        self.max_stream_side = min(int(self.max_stream_side), self.max_canvas)
+
+    def fit_canvas_size(self, multiple: int) -> None:
+        """Round the starting canvas down to what the model takes (sides that are multiples of `multiple`)."""
+        self.height = max(multiple, int(self.height) // multiple * multiple)
+        self.width = max(multiple, int(self.width) // multiple * multiple)

@@ -1,0 +1,50 @@
+"""Palettes as files: the example folder, uploaded palette files (page and API), fitting them to this server."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from semantic_draw import Scene, SemanticDrawError
+
+log = logging.getLogger("semantic_draw.app")
+
+
+def load_examples(folder: str | Path) -> list[tuple[str, Path, object]]:
+    """(name, palette folder, preview image) of every palette under `folder`, sorted by name."""
+    out = []
+    for path in sorted(Path(folder).glob("*/scene.json")):
+        try:
+            scene = Scene.load(path.parent)
+            preview = scene.preview()
+            preview.thumbnail((320, 320))
+            out.append((scene.name or path.parent.name, path.parent, preview))
+        except SemanticDrawError as e:
+            log.warning("skipping example %s: %s", path.parent, e)
+    return out
+
+
+def load_palette_file(path) -> Scene:
+    """Scene.load for an uploaded file; messages name the file as the user knows it, not its server path."""
+    try:
+        return Scene.load(path)
+    except SemanticDrawError as e:
+        raise SemanticDrawError(str(e).replace(repr(str(path)), repr(Path(path).name))) from None
+
+
+def api_palette(path, max_side: int, multiple: int) -> Scene:
+    """The scene of a palette file sent to the API, checked against this server's canvas limit."""
+    if not path:
+        raise SemanticDrawError("Send a palette file: a .zip holding scene.json and the brush masks.")
+    return load_palette_file(path).validate(max_side=max_side, multiple=multiple)
+
+
+def fit_scene(scene: Scene, max_side: int, multiple: int) -> tuple[Scene, str | None]:
+    """Scale a loaded palette down so that it fits this server's canvas limit (keeping its shape)."""
+    h, w = scene.height, scene.width
+    if max(h, w) <= max_side and h % multiple == 0 and w % multiple == 0:
+        return scene, None
+    s = min(1.0, max_side / max(h, w))
+    nh = max(multiple, int(h * s) // multiple * multiple)
+    nw = max(multiple, int(w * s) // multiple * multiple)
+    note = f"The palette is {w}x{h}; it was scaled to {nw}x{nh} to fit this server's canvas limit." if s < 1 else None
+    return scene.resized(nh, nw), note

@@ -1,0 +1,173 @@
+"""The live stream: Start / Stop, the frames and the status under them, the live edits that reach a running stream,
+and the /stream API.
+
+A run: the Start click (`toggle`, no queue) bumps the session's run id and hands it to `stream_ui` (queued, limited
+to max_streams at once), which builds the first scene and pulls frames from the GPU worker until the run id changes
+(Stop, a new Start, a closed tab) or the time limit. Every edit on the page meanwhile goes to the worker's edit queue
+as a new scene (`edit_canvas`, `edit_fields`) or seed (`edit_seed`): the stream never restarts for an edit.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from semantic_draw import Scene, SemanticDrawError
+
+from . import canvas as cv
+from .config import START, STOP
+from .files import api_palette
+from .page import Page
+from .palette import build_scene
+from .session import SessionState, friendly
+from .work import edit_queue
+
+TICK_S = 0.5  # while nothing new comes, the status is refreshed at most this often
+
+
+def fps_of(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def frame_file(folder: Path, n: int, image) -> str:
+    """A stream frame as a PNG of its own. Gradio caches a file by its content, atomically; handing it the PIL image
+    instead would rewrite one cache file for equal frames while a client may be downloading it."""
+    path = folder / f"frame-{n % 4}.png"
+    image.save(path)
+    return str(path)
+
+
+def status_text(fps: float, frame: int, new: bool, notes: list[str]) -> str:
+    text = (f"**Streaming** · {fps:.1f} frames/s · frame {frame}" if new or fps > 0 else
+            f"**Streaming** · frames/s: settled, waiting for your next edit · frame {frame}")
+    return text + "".join(f"  \n⚠ {x}" for x in notes)
+
+
+class Streaming:
+    def __init__(self, ui: Page, work):
+        self.ui, self.work = ui, work   # work: the GPU stream generator of app_parts.work.make_workers
+
+    # ---------------------------------------------------------------- Start / Stop and the frames
+    def toggle(self, st: SessionState):
+        ui = self.ui
+        if st.streaming:
+            st.stop_stream()
+            return {ui.stream_btn: gr.Button(START), ui.token: None}
+        return {ui.stream_btn: gr.Button(STOP), ui.token: st.start_stream()}
+
+    def sync_button(self, st: SessionState):
+        return gr.Button(STOP if st.streaming else START)
+
+    def frames(self, st: SessionState, run: int, scene: Scene, seed, edits, count: int | None = None):
+        """(frame or None, frames per second, frames shown) of one stream run, until stopped or out of time.
+        None means "nothing new" (fps 0: the picture settled and the stream waits for an edit); those come at most
+        every TICK_S. With `count` (the API), every computed frame is sent and the run ends after that many."""
+        run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
+        work = self.work(scene, int(seed or 0), edits, self.ui.cfg.stream_time_limit or None,
+                         every_frame=count is not None)
+        times: list[float] = []
+        shown, last_tick = 0, 0.0
+        try:
+            for kind, payload in work:
+                if st.run != run or not st.streaming:
+                    break
+                now = time.monotonic()
+                if kind == "warning":
+                    gr.Warning(payload)
+                elif kind == "timeout":
+                    gr.Info(f"The stream stopped after its time limit of {payload:g} s. Start it again to continue.")
+                elif kind in ("frame", "same"):
+                    times.append(now)
+                    del times[:-12]
+                    if kind == "frame":
+                        shown += 1
+                        yield frame_file(run_dir, shown, payload), fps_of(times), shown
+                        if count is not None and shown >= count:
+                            break
+                if kind in ("same", "tick") and now - last_tick >= TICK_S:
+                    last_tick = now
+                    yield None, (fps_of(times) if kind == "same" else 0.0), shown
+        finally:
+            work.close()
+            edits.put(("stop", None))
+            shutil.rmtree(run_dir, ignore_errors=True)
+            with st.lock:
+                if st.run == run:
+                    st.streaming = False
+                    st.edits = None
+
+    @friendly
+    def stream_ui(self, data):
+        ui, cfg = self.ui, self.ui.cfg
+        st: SessionState = data[ui.state]
+        run = data[ui.token]
+        if run is None or run != st.run or not st.streaming:
+            yield gr.skip()  # the click stopped the stream (a generator that yields nothing clears outputs)
+            return
+        with st.lock:  # edits made since Start (while this run waited for a free slot) are newer than `data`
+            if run != st.run or not st.streaming:
+                return
+            try:
+                st.canvas = st.canvas or ui.read(data)
+                st.fields = st.fields or ui.fields(data)
+                scene, st.notes = self.live_scene(st)
+                scene = scene.validate(max_side=cfg.max_stream_side, multiple=ui.multiple)
+            except SemanticDrawError as e:
+                st.streaming = False
+                raise SemanticDrawError(f"{e} (The stream takes canvases up to {cfg.max_stream_side} px a side; "
+                                        "use Generate for larger ones.)" if "larger than" in str(e) else str(e))
+            st.edits = edits = edit_queue()
+        for frame, fps, n in self.frames(st, run, scene, data[ui.seed], edits):
+            text = status_text(fps, n, frame is not None, st.notes)
+            yield {ui.output: frame, ui.status: text} if frame is not None else {ui.status: text}
+        yield {ui.status: "Stream stopped.", ui.stream_btn: gr.Button(START)}
+
+    # ---------------------------------------------------------------- live edits
+    def live_scene(self, st: SessionState) -> tuple[Scene, list[str]]:
+        brushes, bg, neg = st.fields
+        return build_scene(brushes, st.canvas, bg, neg, multiple=self.ui.multiple, strict=False)
+
+    def push_edit(self, st: SessionState, canvas: cv.Canvas | None = None, fields: tuple | None = None):
+        """Store the newer part of the page and send the scene of the newest of both to the running stream."""
+        with st.lock:
+            if not st.streaming:
+                return
+            st.canvas = canvas or st.canvas
+            st.fields = fields or st.fields
+            if st.edits is None or st.canvas is None or st.fields is None:
+                return  # the run has not started yet; it starts from what was stored here
+            try:
+                scene, st.notes = self.live_scene(st)
+            except SemanticDrawError as e:
+                st.notes = [str(e)]
+                return
+            st.edits.put(("scene", scene))
+
+    def edit_canvas(self, data):
+        if data[self.ui.state].streaming:
+            self.push_edit(data[self.ui.state], canvas=self.ui.read(data))
+
+    def edit_fields(self, data):
+        if data[self.ui.state].streaming:
+            self.push_edit(data[self.ui.state], fields=self.ui.fields(data))
+
+    def edit_seed(self, st: SessionState, value):
+        if st.streaming and st.edits is not None:
+            st.edits.put(("seed", int(value or 0)))
+
+    # ---------------------------------------------------------------- API
+    @friendly
+    def api_stream(self, palette, seed, frames):
+        """Stream `frames` frames of a palette file (.zip); yields each frame as it comes."""
+        cfg = self.ui.cfg
+        frames = int(frames or 0)
+        if not 1 <= frames <= cfg.max_stream_frames:
+            raise SemanticDrawError(f"Ask for between 1 and {cfg.max_stream_frames} frames, got {frames}.")
+        scene = api_palette(palette, cfg.max_stream_side, self.ui.multiple)
+        st = SessionState()
+        run = st.start_stream()
+        for frame, _, _ in self.frames(st, run, scene, seed, edit_queue(), count=frames):
+            yield frame

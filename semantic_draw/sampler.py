@@ -118,13 +118,33 @@ def _views(t: torch.Tensor, tiling: Tiling, slot: torch.Tensor, tile: torch.Tens
     return stacked[slot, tile]
 
 
-def _scatter(parts: torch.Tensor, tiling: Tiling, slot: torch.Tensor, tile: torch.Tensor, slots: int) -> torch.Tensor:
+class _Items:
+    """The (slot, layer, tile) items of a step, indexed on the host once and moved to the device once."""
+
+    def __init__(self, idx: torch.Tensor, steps_cpu: torch.Tensor, tiles: int, boot_steps: int, dev):
+        slot, layer, tile = idx[:, 0], idx[:, 1], idx[:, 2]
+        step = steps_cpu[slot]
+        boot = (step < boot_steps).nonzero().flatten()
+        groups = [(k, (tile == k).nonzero().flatten()) for k in range(tiles)]
+        groups = [(k, sel) for k, sel in groups if len(sel)]
+        moved = torch.cat([slot, layer, tile, step, boot] + [sel for _, sel in groups]).to(dev, non_blocking=True)
+        n, nb = len(idx), len(boot)
+        self.count = n
+        self.slot, self.layer, self.tile, self.step = moved[:n], moved[n:2 * n], moved[2 * n:3 * n], moved[3 * n:4 * n]
+        self.boot = moved[4 * n:4 * n + nb]
+        self.has_boot = nb > 0
+        self.by_tile, at = [], 4 * n + nb
+        for k, sel in groups:
+            sel_dev = moved[at:at + len(sel)]
+            self.by_tile.append((k, sel_dev, self.slot[sel_dev]))
+            at += len(sel)
+
+
+def _scatter(parts: torch.Tensor, tiling: Tiling, items: _Items, slots: int) -> torch.Tensor:
     """Sum item views [N, C, vh, vw] back onto [slots, C, h, w] canvases."""
     out = parts.new_zeros((slots, parts.shape[1], tiling.height, tiling.width))
-    for k in range(tiling.count):
-        sel = (tile == k).nonzero().flatten()
-        if len(sel):
-            tiling.crop(out, k).index_add_(0, slot[sel], parts[sel])
+    for k, sel, slot in items.by_tile:
+        tiling.crop(out, k).index_add_(0, slot, parts[sel])
     return out
 
 
@@ -145,16 +165,16 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
     idx = plan.nonempty[steps_cpu].nonzero()            # [N, 3] = (slot, layer, tile)
     if len(idx) == 0:
         raise SemanticDrawError("Nothing to draw at this step: every mask is empty.")
-    slot, layer, tile = (idx[:, j].to(dev) for j in range(3))
-    step = steps_cpu.to(dev)[slot]
+    items = _Items(idx, steps_cpu, tiling.count, opts.bootstrap_steps, dev)
+    slot, layer, tile, step = items.slot, items.layer, items.tile, items.step
     x_in = _views(x, tiling, slot, tile)
     m = plan.mask_views[step, layer, tile]                # [N, vh, vw]
     weight = m * tiling.weights.to(dev)[tile]
 
     # 2. Mask-centering bootstrapping for items at steps < B: the layer sees a plain background outside its mask.
-    boot = (step < opts.bootstrap_steps).nonzero().flatten()
+    boot = items.boot
     bg_clean = None
-    if len(boot):
+    if items.has_boot:
         bsteps = step[boot]
         mix = (opts.bootstrap_mix_steps - bsteps.float()).clamp(0, 1).view(-1, 1, 1, 1)
         zb = _views(plan.z_bg, tiling, slot[boot], tile[boot])
@@ -203,7 +223,7 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
 
     if opts.guidance_mode == "self" and carried_eps is not None and opts.guidance > 1:
         eps_u = _views(carried_eps, tiling, slot, tile)
-        if len(boot) and opts.centering:
+        if items.has_boot and opts.centering:
             eps_u = eps_u.clone()
             eps_u[boot] = _roll(eps_u[boot], dy, dx)
         eps = eps_u + opts.guidance * (eps - eps_u)
@@ -211,7 +231,7 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
         sigma = sched.table("sigmas", dev)[step].view(-1, 1, 1, 1)
         x0 = torch.where(alpha > 1e-3, (x_in - sigma * eps) / alpha.clamp_min(1e-3), x0)
 
-    if len(boot):
+    if items.has_boot:
         if opts.centering:
             x0[boot] = _roll(x0[boot], -dy, -dx)
             eps[boot] = _roll(eps[boot], -dy, -dx)
@@ -222,7 +242,7 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
 
     # 4. Aggregate per slot, blend the background, re-noise once.
     w4 = weight.unsqueeze(1)
-    den = _scatter(w4, tiling, slot, tile, slots)
+    den = _scatter(w4, tiling, items, slots)
     has = den > 1e-8
     safe = den.clamp_min(1e-8)
     cover = plan.coverage[steps_cpu.to(plan.coverage.device)].to(dev)
@@ -230,8 +250,8 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
     next_level = steps_cpu.to(dev) + 1
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else dev).to(dev)
-    x0_agg = torch.where(has, _scatter(w4 * x0, tiling, slot, tile, slots) / safe, plan.z_bg)
-    eps_agg = torch.where(has, _scatter(w4 * eps, tiling, slot, tile, slots) / safe, bg_noise)
+    x0_agg = torch.where(has, _scatter(w4 * x0, tiling, items, slots) / safe, plan.z_bg)
+    eps_agg = torch.where(has, _scatter(w4 * eps, tiling, items, slots) / safe, bg_noise)
     x0_agg = (1 - b) * x0_agg + b * plan.z_bg
     eps_agg = (1 - b) * eps_agg + b * bg_noise
     if opts.aggregation == "pre":
@@ -241,7 +261,7 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
         z_items = torch.randn(x0.shape, generator=generator,
                               device=generator.device if generator else dev).to(dev)
         stepped = sched.renoise(x0, eps, z_items, next_level[slot])
-        avg = torch.where(has, _scatter(w4 * stepped, tiling, slot, tile, slots) / safe, 0.0)
+        avg = torch.where(has, _scatter(w4 * stepped, tiling, items, slots) / safe, 0.0)
         bg_next = sched.renoise(plan.z_bg.expand_as(x), bg_noise.expand_as(x), None, next_level, eta=0.0)
         x_next = torch.where(has, (1 - b) * avg + b * bg_next, bg_next)
     return StepResult(x0_agg, eps_agg, x_next, len(idx))

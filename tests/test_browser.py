@@ -1,7 +1,8 @@
 """The page in a real browser (Playwright + Debian Chromium) against the app on tiny-sd15 at a 128x128 canvas.
 
-Paints on two brush layers, types prompts, generates; streams while painting; loads an example; runs two visitors at
-once; closes a tab mid-stream. Screenshots go to artifacts/ (look at them). Skips when Chromium or Playwright is
+Paints on two brush layers, types prompts, generates; streams while painting (the brush painted mid-stream joins the
+running scene); adds, renames and removes brushes; loads an example and an uploaded palette file; sets a brush's
+sliders; edits an uploaded photo; runs two visitors at once; closes a tab mid-stream. Screenshots go to artifacts/ (look at them). Skips when Chromium or Playwright is
 missing. Run: python -m pytest tests/test_browser.py -v
 """
 from __future__ import annotations
@@ -117,6 +118,67 @@ def prompt_box(page, i: int):
     return page.locator(f"#sd-brush-{i + 1} textarea").nth(1)
 
 
+def brush_row(page, n: int):
+    """Brush n's row (1-based; Gradio gives a group's outer and inner box the same id)."""
+    return page.locator(f"#sd-brush-{n}").first
+
+
+def wait_generated(page, timeout: float = 120):
+    """Wait for Generate to finish; a failure fails with the page's error messages."""
+    page.wait_for_function("() => { const s = document.querySelector('#sd-status')?.innerText || '';"
+                           " return s.includes(' in ') || document.querySelector('.toast-wrap .error, "
+                           "[data-testid=toast-body].error') !== null; }", timeout=timeout * 1000)
+    status = page.locator("#sd-status").inner_text()
+    if " in " not in status:
+        shot(page, "browser_failed")
+        toasts = page.locator("[data-testid=toast-body]").all_inner_texts()
+        raise AssertionError(f"Generate failed: {toasts}")
+
+
+def name_box(page, i: int):
+    return page.locator(f"#sd-brush-{i + 1} textarea").nth(0)
+
+
+def slider_box(page, i: int, label: str):
+    """The number box of brush `i`'s slider `label` (its accordion opened first)."""
+    box = page.locator(f'#sd-brush-{i + 1} input[aria-label="number input for {label}"]')
+    if not box.is_visible():
+        brush_row(page, i + 1).locator(".label-wrap").first.click()
+    return box
+
+
+def set_slider(page, i: int, label: str, value: float):
+    box = slider_box(page, i, label)
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()
+
+
+def wait_layer_names(page, names: list[str]):
+    page.wait_for_function("(want) => window.editor.layer_manager.layers.map(l => l.name).join('|') === want",
+                           arg="|".join(names), timeout=30_000)
+
+
+def canvas_colour(page, at: tuple[float, float]) -> np.ndarray:
+    """The colour the editor shows at (x, y), fractions of the painting."""
+    x0, y0, side = image_box(page)
+    png = page.screenshot(clip={"x": x0 + at[0] * side - 2, "y": y0 + at[1] * side - 2, "width": 4, "height": 4})
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16).reshape(-1, 3).mean(0)
+
+
+def wait_for_canvas_colour(page, at: tuple[float, float], colour, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while np.abs(canvas_colour(page, at) - colour).max() > 30:
+        assert time.monotonic() < deadline, f"the canvas at {at} is {canvas_colour(page, at)}, not {colour}"
+        page.wait_for_timeout(250)
+
+
+def centre(mask) -> tuple[float, float]:
+    """(x, y) of a mask's centre as fractions of the canvas."""
+    ys, xs = np.nonzero(np.asarray(mask))
+    return xs.mean() / mask.shape[1], ys.mean() / mask.shape[0]
+
+
 def output_src(page) -> str | None:
     img = page.locator("#sd-output img")
     return img.first.get_attribute("src") if img.count() else None
@@ -135,7 +197,7 @@ def save_palette(page, tmp_path) -> Path:
     link.wait_for(timeout=30_000)
     with page.expect_download() as info:
         link.click()
-    path = tmp_path / "palette.zip"
+    path = tmp_path / f"saved-{time.monotonic_ns()}.zip"
     info.value.save_as(path)
     return path
 
@@ -166,8 +228,7 @@ def test_paint_two_brushes_type_prompts_and_generate(browser, server, tmp_path):
         assert not (m1 & m2).any()
 
         page.locator("#sd-generate").click()
-        page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes(' in ')",
-                               timeout=120_000)
+        wait_generated(page)
         assert output_src(page)
         assert page.locator("#sd-history img").count() >= 1
         pixels = output_pixels(page)
@@ -258,7 +319,7 @@ def test_example_loads_masks_into_the_editor(browser, server):
         expect = sync_api.expect
         expect(prompt_box(page, 0)).to_have_value("1boy, looking at viewer, brown hair, casual shirt",
                                                   timeout=30_000)
-        expect(page.locator("#sd-brush-3")).to_be_hidden()
+        expect(brush_row(page, 3)).to_be_hidden()
         page.wait_for_function("() => window.editor.layer_manager.layers.map(l => l.name).join() === "
                                "'Brush 1,Brush 2'", timeout=10_000)
         page.wait_for_timeout(1000)
@@ -271,6 +332,144 @@ def test_example_loads_masks_into_the_editor(browser, server):
         for color in palette_colors(2):
             near = (np.abs(pixels - np.array(color)).sum(-1) < 40).mean()
             assert near > 0.02, f"no region of colour {color} on the canvas"
+    finally:
+        context.close()
+
+
+SQUARE_TL = [(0.1, 0.1), (0.35, 0.1), (0.35, 0.35), (0.1, 0.35), (0.1, 0.1)]
+SQUARE_BR = [(0.65, 0.65), (0.9, 0.65), (0.9, 0.9), (0.65, 0.9), (0.65, 0.65)]
+SQUARE_TR = [(0.65, 0.1), (0.9, 0.1), (0.9, 0.35), (0.65, 0.35), (0.65, 0.1)]
+
+
+def test_add_rename_and_remove_brushes(browser, server, tmp_path):
+    from semantic_draw import Scene
+    expect = sync_api.expect
+    context, page = open_page(browser, server)
+    try:
+        select_layer(page, 0)
+        stroke(page, SQUARE_TL)
+        select_layer(page, 2)
+        stroke(page, SQUARE_BR)
+        # add: a fourth row and a fourth layer
+        page.locator("#sd-add").click()
+        expect(brush_row(page, 4)).to_be_visible(timeout=30_000)
+        wait_layer_names(page, ["Brush 1", "Brush 2", "Brush 3", "Brush 4"])
+        # rename: the layer follows the name box
+        name_box(page, 3).fill("Sun")
+        wait_layer_names(page, ["Brush 1", "Brush 2", "Brush 3", "Sun"])
+        prompt_box(page, 3).fill("a bright sun")
+        select_layer(page, 3)
+        stroke(page, SQUARE_TR)
+        shot(page, "browser_brush_added")
+        # remove brush 2: its row and layer go, the others keep their names, prompts and masks
+        page.locator("#sd-brush-2 .sd-remove").click()
+        wait_layer_names(page, ["Brush 1", "Brush 3", "Sun"])
+        expect(brush_row(page, 4)).to_be_hidden(timeout=30_000)
+        expect(prompt_box(page, 1)).to_have_value("a calm blue lake", timeout=30_000)
+        expect(name_box(page, 2)).to_have_value("Sun", timeout=30_000)
+        page.wait_for_timeout(500)
+        shot(page, "browser_brush_removed")
+        scene = Scene.load(save_palette(page, tmp_path))
+        assert [(l.name, l.prompt) for l in scene.layers] == [
+            ("Brush 1", "a tall green tree"), ("Brush 3", "a calm blue lake"), ("Sun", "a bright sun")]
+        for layer, (x, y) in zip(scene.layers, [(0.22, 0.22), (0.78, 0.78), (0.78, 0.22)]):
+            cx, cy = centre(layer.mask)
+            assert abs(cx - x) < 0.1 and abs(cy - y) < 0.1, (layer.name, cx, cy)
+    finally:
+        context.close()
+
+
+def test_load_palette_file_and_brush_sliders(browser, server, tmp_path):
+    from semantic_draw import Background, Layer, Scene
+    expect = sync_api.expect
+    a = np.zeros((SIZE, SIZE), bool)
+    a[10:60, 10:60] = True
+    b = np.zeros((SIZE, SIZE), bool)
+    b[70:120, 50:120] = True
+    uploaded = tmp_path / "my-palette.zip"
+    Scene(SIZE, SIZE, layers=[Layer("a red apple", a, name="apple", mask_blur=4),
+                              Layer("a yellow banana", b, name="banana", negative_prompt="green")],
+          background=Background("a wooden table"), negative_prompt="blurry").save(uploaded)
+    context, page = open_page(browser, server)
+    try:
+        # nothing to draw: a readable message, no traceback
+        page.locator("#sd-bg-prompt textarea").fill("")
+        for i in range(3):
+            prompt_box(page, i).fill("")
+        page.locator("#sd-generate").click()
+        toast = page.locator("[data-testid=toast-body].error").first
+        toast.wait_for(timeout=30_000)
+        assert "Nothing to draw yet" in toast.inner_text() and "Traceback" not in toast.inner_text()
+        page.locator("[data-testid=toast-close]").first.click()
+        # a palette file from the user's disk: its brushes, masks and prompts
+        page.locator("input[type=file][accept='.zip']").set_input_files(str(uploaded))
+        wait_layer_names(page, ["apple", "banana"])
+        expect(prompt_box(page, 0)).to_have_value("a red apple", timeout=30_000)
+        expect(prompt_box(page, 1)).to_have_value("a yellow banana")
+        expect(page.locator("#sd-bg-prompt textarea")).to_have_value("a wooden table")
+        expect(brush_row(page, 3)).to_be_hidden()
+        expect(slider_box(page, 0, "Mask blur (px)")).to_have_value("4")
+        # the brush sliders: what the saved palette carries
+        set_slider(page, 1, "Mask alpha", 0.5)
+        set_slider(page, 1, "Mask blur (px)", 20)
+        set_slider(page, 1, "Prompt strength", 0.7)
+        page.wait_for_timeout(500)
+        shot(page, "browser_palette_loaded")
+        scene = Scene.load(save_palette(page, tmp_path))
+        assert [(l.name, l.prompt) for l in scene.layers] == [("apple", "a red apple"), ("banana", "a yellow banana")]
+        assert scene.background.prompt == "a wooden table" and scene.negative_prompt == "blurry"
+        assert scene.layers[1].negative_prompt == "green"
+        assert np.array_equal(np.asarray(scene.layers[0].mask), a)
+        assert np.array_equal(np.asarray(scene.layers[1].mask), b)
+        assert (scene.layers[0].mask_strength, scene.layers[0].mask_blur, scene.layers[0].prompt_strength) == (
+            1.0, 4.0, 1.0)
+        assert (scene.layers[1].mask_strength, scene.layers[1].mask_blur, scene.layers[1].prompt_strength) == (
+            0.5, 20.0, 0.7)
+    finally:
+        context.close()
+
+
+def test_photo_background_is_edited_and_can_be_removed(browser, server, model, monkeypatch, tmp_path):
+    from semantic_draw import Scene
+    scenes = []
+    real_generate = model.generate
+
+    def recording_generate(scene, *args, **kwargs):
+        scenes.append(scene)
+        return real_generate(scene, *args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recording_generate)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    photo = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], -1).astype(np.uint8)  # a colour ramp
+    photo_path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(photo_path)
+    context, page = open_page(browser, server)
+    try:
+        page.locator("#sd-editor input[type=file]").set_input_files(str(photo_path))
+        wait_for_canvas_colour(page, (0.95, 0.95), photo[-3, -3])
+        select_layer(page, 0)
+        stroke(page, SQUARE_TL)
+        for i in (1, 2):
+            prompt_box(page, i).fill("")
+        # semantic_draw cannot edit a photo yet when no brush is at full strength at the first step (a blurred small
+        # stroke is not): "Nothing to draw at this step". A sharp brush works.
+        set_slider(page, 0, "Mask blur (px)", 0)
+        page.locator("#sd-generate").click()
+        wait_generated(page)
+        shot(page, "browser_photo_generated")
+        scene = scenes[-1]
+        assert (scene.height, scene.width) == (SIZE, SIZE)
+        assert scene.background.image is not None, "the photo did not reach the model"
+        sent = np.asarray(scene.background.image.convert("RGB"), dtype=np.int16)
+        assert np.abs(sent - photo).mean() < 8, "the model got another picture than the photo"
+        assert [l.prompt for l in scene.layers] == ["a tall green tree"]
+        # Remove photo: the plain canvas again, the brush's mask kept
+        page.locator("#sd-remove-photo").click()
+        wait_for_canvas_colour(page, (0.95, 0.95), (255, 255, 255))  # the photo's yellow corner turns white
+        saved = Scene.load(save_palette(page, tmp_path))
+        assert saved.background.image is None
+        cx, cy = centre(saved.layers[0].mask)
+        assert cx < 0.4 and cy < 0.4
     finally:
         context.close()
 

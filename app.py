@@ -158,6 +158,7 @@ def create_demo(model: SemanticDraw, **config) -> gr.Blocks:
             name.change(None, ui.name_boxes, None, js=SET_NAMES, api_visibility="private")
         then_rename(resize_btn.click(palette.resize_canvas, {ui.canvas_h, ui.canvas_w, *reads}, ui.palette_outputs,
                                      **quick))
+        then_rename(ui.editor.upload(palette.photo_uploaded, {ui.state, ui.canvas_h, ui.canvas_w, *reads}, ui.palette_outputs, **quick))
         then_rename(clear_bg_btn.click(palette.remove_photo, reads, ui.palette_outputs, **quick))
         then_rename(example_gallery.select(palette.load_example, None, ui.palette_outputs, **quick))
         then_rename(load_btn.upload(palette.load_palette, load_btn, ui.palette_outputs, **quick))

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from semantic_draw import Scene, SemanticDrawError
 
@@ -57,6 +58,31 @@ class PaletteActions:
         canvas = self.ui.read(data)
         canvas.background = None
         return self.ui.palette_update(self.ui.brushes(data), canvas)
+
+    @friendly
+    def photo_uploaded(self, data):
+        """A photo came into the editor: the canvas takes the photo's shape (within this server's limit) and the masks
+        painted before are kept (stretched to it; the editor itself drops its layers when the photo arrives)."""
+        ui = self.ui
+        canvas = ui.read(data)
+        if canvas.background is None:
+            return gr.skip()
+        before = data[ui.state].painted
+        lost = (not any(m.any() for m in canvas.masks) and before is not None
+                and any(m.any() for m in before.masks))
+        photo_h, photo_w = canvas.background.height, canvas.background.width
+        s = min(1.0, ui.cfg.max_canvas / max(photo_h, photo_w))
+        h = max(ui.multiple, int(photo_h * s) // ui.multiple * ui.multiple)
+        w = max(ui.multiple, int(photo_w * s) // ui.multiple * ui.multiple)
+        shown = (int(data[ui.canvas_h] or 0), int(data[ui.canvas_w] or 0))
+        if (h, w) == (canvas.height, canvas.width) == shown and not lost:
+            return gr.skip()  # also the echo of the update below
+        photo = canvas.background.resize((w, h), Image.LANCZOS)
+        masks = cv.resize_canvas(before if lost else canvas, h, w).masks
+        if (h, w) != ((before.height, before.width) if before else (ui.cfg.height, ui.cfg.width)):
+            gr.Info(f"The canvas is now {w}x{h}, the shape of the photo" +
+                    (" (scaled down to this server's limit)." if s < 1 else "."))
+        return ui.palette_update(ui.brushes(data), cv.Canvas(h, w, masks, photo))
 
     @friendly
     def load_example(self, evt: gr.SelectData):

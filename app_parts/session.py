@@ -31,6 +31,7 @@ class SessionState:
         self.canvas = None        # Canvas of the newest editor value
         self.fields = None        # (brushes, background prompt, negative prompt) of the newest palette fields
         self.notes: list[str] = []   # what the newest scene left out, shown under the stream
+        self.painted = None       # Canvas of the newest editor value with the masks (streaming or not); see note_canvas
         self.history: list[tuple] = []   # (image, caption), newest first
 
     def __deepcopy__(self, memo):
@@ -54,6 +55,16 @@ class SessionState:
             except Exception:  # a closed manager queue at shutdown
                 pass
         self.edits = None
+
+    def note_canvas(self, canvas) -> None:
+        """Remember the painting. An editor value that lost every mask together with a change of background or size
+        is a photo upload (the editor drops its layers then), not the user's erasing: it is not remembered, so that
+        the masks can be put back on the photo."""
+        before = self.painted
+        same_ground = before is not None and (before.height, before.width) == (canvas.height, canvas.width) and (
+            (before.background is None) == (canvas.background is None))
+        if before is None or same_ground or any(m.any() for m in canvas.masks):
+            self.painted = canvas
 
     def add_result(self, image, caption: str, limit: int) -> list[tuple]:
         self.history.insert(0, (image, caption))

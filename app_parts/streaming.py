@@ -147,8 +147,11 @@ class Streaming:
             st.edits.put(("scene", scene))
 
     def edit_canvas(self, data):
-        if data[self.ui.state].streaming:
-            self.push_edit(data[self.ui.state], canvas=self.ui.read(data))
+        st: SessionState = data[self.ui.state]
+        canvas = self.ui.read(data)
+        st.note_canvas(canvas)
+        if st.streaming:
+            self.push_edit(st, canvas=canvas)
 
     def edit_fields(self, data):
         if data[self.ui.state].streaming:

@@ -107,7 +107,7 @@ def stroke(page, points: list[tuple[float, float]]):
     for fx, fy in points[1:]:
         page.mouse.move(x0 + fx * side, y0 + fy * side)  # the editor joins the points (software WebGL is slow)
     page.mouse.up()
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(600)  # the editor commits a stroke after the mouse is up (slowly on a busy machine)
 
 
 def layer_names(page) -> list[str]:
@@ -429,7 +429,7 @@ def test_load_palette_file_and_brush_sliders(browser, server, tmp_path):
         context.close()
 
 
-def test_photo_background_is_edited_and_can_be_removed(browser, server, model, monkeypatch, tmp_path):
+def test_photo_takes_the_canvas_and_is_edited(browser, server, model, monkeypatch, tmp_path):
     from semantic_draw import Scene
     scenes = []
     real_generate = model.generate
@@ -439,14 +439,15 @@ def test_photo_background_is_edited_and_can_be_removed(browser, server, model, m
         return real_generate(scene, *args, **kwargs)
 
     monkeypatch.setattr(model, "generate", recording_generate)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    photo = np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], -1).astype(np.uint8)  # a colour ramp
+    h, w = SIZE, SIZE * 3 // 2   # a landscape photo on the square canvas
+    yy, xx = np.mgrid[0:h, 0:w]
+    photo = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 90)], -1).astype(np.uint8)  # a colour ramp
     photo_path = tmp_path / "photo.png"
     Image.fromarray(photo).save(photo_path)
     context, page = open_page(browser, server)
     try:
         page.locator("#sd-editor input[type=file]").set_input_files(str(photo_path))
-        wait_for_canvas_colour(page, (0.95, 0.95), photo[-3, -3])
+        wait_for_canvas_colour(page, (0.5, 0.5), photo[h // 2, w // 2])
         select_layer(page, 0)
         stroke(page, SQUARE_TL)
         for i in (1, 2):
@@ -458,16 +459,18 @@ def test_photo_background_is_edited_and_can_be_removed(browser, server, model, m
         wait_generated(page)
         shot(page, "browser_photo_generated")
         scene = scenes[-1]
-        assert (scene.height, scene.width) == (SIZE, SIZE)
+        assert (scene.height, scene.width) == (h, w), "the canvas did not take the photo's shape"
         assert scene.background.image is not None, "the photo did not reach the model"
         sent = np.asarray(scene.background.image.convert("RGB"), dtype=np.int16)
         assert np.abs(sent - photo).mean() < 8, "the model got another picture than the photo"
         assert [l.prompt for l in scene.layers] == ["a tall green tree"]
+        cx, cy = centre(scene.layers[0].mask)
+        assert cx < 0.45 and cy < 0.45, "the brush was painted top-left"
         # Remove photo: the plain canvas again, the brush's mask kept
         page.locator("#sd-remove-photo").click()
-        wait_for_canvas_colour(page, (0.95, 0.95), (255, 255, 255))  # the photo's yellow corner turns white
+        wait_for_canvas_colour(page, (0.5, 0.5), (255, 255, 255))
         saved = Scene.load(save_palette(page, tmp_path))
-        assert saved.background.image is None
+        assert saved.background.image is None and (saved.height, saved.width) == (h, w)
         cx, cy = centre(saved.layers[0].mask)
         assert cx < 0.4 and cy < 0.4
     finally:

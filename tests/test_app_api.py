@@ -6,7 +6,6 @@ Run: python -m pytest tests/test_app_api.py -v
 """
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -21,15 +20,10 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 import app  # noqa: E402
+from apphost import serve  # noqa: E402
 from semantic_draw import Background, Layer, Scene, SemanticDraw  # noqa: E402
 
 SIZE = 128
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +33,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def client(model):
-    demo = app.create_demo(model, height=SIZE, width=SIZE, max_canvas=256, max_stream_side=256,
-                           stream_time_limit=60)
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
-    yield Client(url, verbose=False)
-    demo.close()
+    with serve(model, height=SIZE, width=SIZE, max_canvas=256, max_stream_side=256, stream_time_limit=60) as url:
+        yield Client(url, verbose=False)
 
 
 def two_brush_scene() -> Scene:

@@ -19,7 +19,6 @@ sys.path.insert(0, str(ROOT))
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-import app  # noqa: E402
 from apphost import serve  # noqa: E402
 from semantic_draw import Background, Layer, Scene, SemanticDraw  # noqa: E402
 

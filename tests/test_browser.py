@@ -77,7 +77,22 @@ def open_page(browser, url):
     page.wait_for_selector("#sd-editor canvas", timeout=60_000)
     # the page script has renamed / coloured the layers once the editor is published
     page.wait_for_function("() => window.__sd && window.__sd.installed", timeout=30_000)
+    page.wait_for_function(f"async () => (await window.editor.get_blobs()).layers.length === {len(app.STARTER)}",
+                           timeout=30_000)
+    wait_editor_settled(page)
     return context, page
+
+
+def wait_editor_settled(page, timeout: float = 15):
+    """Wait until the editor's layers stop changing. It loads the layers the server sends after it shows them; a
+    stroke made before that is overwritten."""
+    last, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(400)
+        now = page.evaluate(LAYER_BYTES)
+        if now == last:
+            return
+        last = now
 
 
 def select_layer(page, index: int):
@@ -99,15 +114,23 @@ def image_box(page):
     return box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2, side
 
 
+LAYER_BYTES = "async () => (await window.editor.get_blobs()).layers.map(b => b ? b.size : 0)"
+
+
 def stroke(page, points: list[tuple[float, float]]):
-    """Drag the mouse through points given as fractions (x, y) of the painting."""
+    """Drag the mouse through points given as fractions (x, y) of the painting; returns once the editor holds the
+    stroke (it commits a stroke after the mouse is up, slowly on a busy machine)."""
+    before = page.evaluate(LAYER_BYTES)
     x0, y0, side = image_box(page)
     page.mouse.move(x0 + points[0][0] * side, y0 + points[0][1] * side)
     page.mouse.down()
     for fx, fy in points[1:]:
         page.mouse.move(x0 + fx * side, y0 + fy * side)  # the editor joins the points (software WebGL is slow)
     page.mouse.up()
-    page.wait_for_timeout(600)  # the editor commits a stroke after the mouse is up (slowly on a busy machine)
+    deadline = time.monotonic() + 15
+    while page.evaluate(LAYER_BYTES) == before and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(300)
 
 
 def layer_names(page) -> list[str]:
@@ -448,6 +471,8 @@ def test_photo_takes_the_canvas_and_is_edited(browser, server, model, monkeypatc
     try:
         page.locator("#sd-editor input[type=file]").set_input_files(str(photo_path))
         wait_for_canvas_colour(page, (0.5, 0.5), photo[h // 2, w // 2])
+        page.wait_for_timeout(1000)  # the server fits the canvas to the photo and sends it back
+        wait_editor_settled(page)
         select_layer(page, 0)
         stroke(page, SQUARE_TL)
         for i in (1, 2):

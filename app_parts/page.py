@@ -94,6 +94,10 @@ class Page:
         for msg in (note, fit_note):
             if msg:
                 gr.Info(msg)
+        n_max = self.cfg.max_brushes
+        if len(scene.layers) > n_max:
+            gr.Warning(f"The palette has {len(scene.layers)} brushes; this server takes {n_max}, so the last "
+                       f"{len(scene.layers) - n_max} were left out.")
         canvas = cv.Canvas(scene.height, scene.width, [m.astype("uint8") * 255 for m in scene_masks(scene)],
                            scene.background.image)
         return self.palette_update(brushes_from_scene(scene), canvas, scene.background.prompt or "",

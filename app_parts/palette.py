@@ -99,6 +99,10 @@ def build_scene(brushes: list[Brush], canvas: Canvas, background_prompt: str, ne
     if not layers and not (background_prompt or "").strip() and canvas.background is None:
         raise SemanticDrawError("Nothing to draw yet: paint with a brush (select its layer in the canvas) and give "
                                 "it a prompt, or write a background prompt.")
+    if not layers and canvas.background is not None:
+        raise SemanticDrawError("Nothing to change on the photo yet: paint the regions to redraw with a brush "
+                                "(select its layer in the canvas) and give it a prompt. The rest of the photo stays "
+                                "as it is; “Remove photo” draws a new picture instead.")
     return scene, notes
 
 

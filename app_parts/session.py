@@ -81,6 +81,10 @@ def close_session(state) -> None:
 def describe(error: BaseException) -> str:
     """A message for the page; details of unexpected errors go to the server log only."""
     if isinstance(error, SemanticDrawError):
+        if "every mask is empty" in str(error):  # semantic_draw fails so on a photo whose brushes are all soft or weak
+            return ("Nothing to redraw on the photo at the first step: every brush is soft (mask blur) or weaker "
+                    "than full strength (mask alpha) there. Set one brush's mask blur to 0 and its mask alpha to 1, "
+                    "or paint a larger region.")
         return str(error)
     text = f"{type(error).__name__}: {error}"
     if "out of memory" in text.lower() or type(error).__name__ == "OutOfMemoryError":

@@ -134,3 +134,22 @@ def test_too_big_canvas_and_bad_requests_are_clear_errors(client, tmp_path, pale
     with pytest.raises(Exception) as err:
         client.submit(handle_file(str(palette)), 0, 0, api_name="/stream").result()
     assert "frames" in str(err.value).lower()
+
+
+def test_photo_with_only_a_soft_brush_gives_an_image_or_says_what_to_change(client, tmp_path):
+    # semantic_draw cannot yet edit a photo whose brushes are all soft at the first step; the app then says what to
+    # change instead of the library's "every mask is empty"
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    photo = Image.fromarray(np.stack([xx * 2, yy * 2, np.full_like(xx, 90)], -1).astype(np.uint8))
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[16:56, 16:56] = True
+    path = tmp_path / "photo.zip"
+    Scene(SIZE, SIZE, layers=[Layer("a red apple", mask, mask_blur=8)],
+          background=Background("", image=photo)).save(path)
+    try:
+        image = open_image(client.predict(handle_file(str(path)), 0, "semanticdraw", api_name="/generate"))
+    except Exception as err:
+        message = str(err)
+        assert "mask blur to 0" in message and "every mask is empty" not in message, message
+    else:
+        assert image.shape == (SIZE, SIZE, 3)

@@ -163,8 +163,13 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
     steps_cpu = steps.cpu().long()
     # 1. Items: every non-empty (slot, layer, tile) triple.
     idx = plan.nonempty[steps_cpu].nonzero()            # [N, 3] = (slot, layer, tile)
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else dev).to(dev)
     if len(idx) == 0:
-        raise SemanticDrawError("Nothing to draw at this step: every mask is empty.")
+        # No region has started yet (a photo with only soft or weak brushes): the background carries on.
+        x0_bg, eps_bg = plan.z_bg.expand_as(x).clone(), bg_noise.expand_as(x).clone()
+        level = steps_cpu.to(dev) + 1
+        return StepResult(x0_bg, eps_bg, sched.renoise(x0_bg, eps_bg, noise, level), 0)
     items = _Items(idx, steps_cpu, tiling.count, opts.bootstrap_steps, dev)
     slot, layer, tile, step = items.slot, items.layer, items.tile, items.step
     x_in = _views(x, tiling, slot, tile)
@@ -248,8 +253,6 @@ def region_step(model_fn: ModelFn, plan: Plan, opts: StepOptions, x: torch.Tenso
     cover = plan.coverage[steps_cpu.to(plan.coverage.device)].to(dev)
     b = (1 - cover).clamp(0, 1)
     next_level = steps_cpu.to(dev) + 1
-    if noise is None:
-        noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else dev).to(dev)
     x0_agg = torch.where(has, _scatter(w4 * x0, tiling, items, slots) / safe, plan.z_bg)
     eps_agg = torch.where(has, _scatter(w4 * eps, tiling, items, slots) / safe, bg_noise)
     x0_agg = (1 - b) * x0_agg + b * plan.z_bg

@@ -124,3 +124,18 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_image():
     got = model.generate(scene, seed=0, batch_size=64, output="latent")
     assert torch.allclose(got, want, atol=1e-6)
     assert max(backbone.calls) <= 4
+
+
+def test_a_photo_whose_brushes_have_not_started_yet_keeps_the_photo_until_they_do():
+    from PIL import Image
+    from semantic_draw.scene import Background, Layer, Scene
+    model, backbone = analytic_model("sd15", channels=4)
+    photo = np.full((64, 64, 3), 90, np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    # strength 0.9: the brush joins only once the noise level drops below 0.9 (not at the first steps)
+    scene = Scene(64, 64, [Layer("a red apple", mask, mask_blur=0.0, mask_strength=0.9)],
+                  Background(prompt="", image=Image.fromarray(photo)))
+    z = model.generate(scene, seed=0, output="latent")[0]
+    assert len(backbone.calls) < len(LCM_REFERENCE_TIMESTEPS)      # steps without items made no model call
+    assert torch.allclose(z[:, 3:5, 3:5].mean((1, 2)), target("a red apple", 4), atol=0.02)

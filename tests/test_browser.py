@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -33,15 +32,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need
 
 sys.path.insert(0, str(ROOT))
 import app  # noqa: E402
+from apphost import serve  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +46,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def server(model):
-    demo = app.create_demo(model, height=SIZE, width=SIZE, max_canvas=256, max_stream_side=256,
-                           stream_time_limit=90, max_streams=4)
-    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                           quiet=True)
-    yield url
-    demo.close()
+    with serve(model, height=SIZE, width=SIZE, max_canvas=256, max_stream_side=256, stream_time_limit=90,
+               max_streams=4) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
 """SemanticDraw: real-time region-based text-to-image generation with semantic brushes (SD1.5, SDXL, SD3)."""
-from .errors import SemanticDrawError
+from .errors import (LoadError, OptionError, ResourceError, SceneError, SemanticDrawError, SessionClosedError)
 from .model import SemanticDraw
-from .oneshot import METHODS, SamplerSettings, StepInfo
+from .oneshot import METHODS, StepInfo
 from .scene import Background, Layer, Scene
+from .schedule import SamplerSettings
+from .stream import StreamEvent, StreamSession
 
-__all__ = ["SemanticDraw", "Scene", "Layer", "Background", "SemanticDrawError", "StepInfo", "SamplerSettings",
-           "METHODS"]
+__all__ = ["SemanticDraw", "Scene", "Layer", "Background", "StepInfo", "SamplerSettings", "METHODS",
+           "StreamSession", "StreamEvent", "SemanticDrawError", "SceneError", "OptionError", "LoadError",
+           "ResourceError", "SessionClosedError"]
 __version__ = "0.1.0"

@@ -13,16 +13,13 @@ from typing import Any, Iterable
 
 import torch
 
-from .backbones import ADAPTERS, family_of, family_of_class
+from .backbones import registry
 from .backbones.base import Backbone
-from .errors import SemanticDrawError
+from .errors import LoadError
 from .presets import Preset, get_preset
 
-FAMILIES = ("sd15", "sdxl", "sd3")
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 OFFLINE_PRESETS = "tiny-sd15, tiny-sdxl, tiny-sd3"
-# Per family: tile size as a multiple of the native size (reference: 768 px tiles for SD1.5) and cover alpha.
-FAMILY_DEFAULTS = {"sd15": (1.5, 0.3), "sdxl": (1.0, 0.1), "sd3": (1.0, 0.1)}
 _DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
 
@@ -35,27 +32,27 @@ def default_device_dtype(device: Any = None, dtype: Any = None) -> tuple[torch.d
             device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise SemanticDrawError(f"Unknown device {device!r} (try 'cuda', 'cuda:1', 'mps' or 'cpu').") from err
+        raise LoadError(f"Unknown device {device!r} (try 'cuda', 'cuda:1', 'mps' or 'cpu').") from err
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else torch.float16
     elif isinstance(dtype, str):
         if dtype.lower().removeprefix("torch.") not in _DTYPES:
-            raise SemanticDrawError(f"Unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}.")
+            raise LoadError(f"Unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}.")
         dtype = _DTYPES[dtype.lower().removeprefix("torch.")]
     elif not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise SemanticDrawError(f"Unknown dtype {dtype!r}.")
+        raise LoadError(f"Unknown dtype {dtype!r}.")
     return device, dtype
 
 
 # -- errors --------------------------------------------------------------------------------------------------------
-def _fetch_error(source: str, err: Exception, single_file: bool = False) -> SemanticDrawError:
+def _fetch_error(source: str, err: Exception, single_file: bool = False) -> LoadError:
     from huggingface_hub.errors import GatedRepoError
     hint = ""
     if isinstance(err, GatedRepoError):
         hint = " The repository is gated: accept its licence on huggingface.co and log in (`hf auth login`)."
     elif single_file:
         hint = " A single-file checkpoint also needs its component configs: pass config=<local diffusers folder>."
-    return SemanticDrawError(
+    return LoadError(
         f"The weights of {source!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:300]})."
         f"{hint} If this machine is offline, download them elsewhere into the Hugging Face cache, or use one of "
         f"the offline presets: {OFFLINE_PRESETS} (random tiny models, no download).")
@@ -63,22 +60,22 @@ def _fetch_error(source: str, err: Exception, single_file: bool = False) -> Sema
 
 def _refuse_pickle(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise SemanticDrawError(f"{path.name} is a pickle file, which can run code when loaded; it is refused. "
+        raise LoadError(f"{path.name} is a pickle file, which can run code when loaded; it is refused. "
                                 "Use .safetensors weights (most models publish them).")
     if path.is_dir():
         for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
             files = [f for f in folder.iterdir() if f.is_file()]
             if any(f.suffix.lower() in PICKLE_SUFFIXES for f in files) and not any(
                     f.suffix == ".safetensors" for f in files):
-                raise SemanticDrawError(f"{folder} has only pickle weights (.bin/.ckpt), which can run code when "
+                raise LoadError(f"{folder} has only pickle weights (.bin/.ckpt), which can run code when "
                                         "loaded; they are refused. Convert them to .safetensors.")
 
 
 # -- family detection ----------------------------------------------------------------------------------------------
 def _family_from_class(name: str, source: str) -> str:
-    family = family_of_class(name)
+    family = registry.family_of_class(name)
     if family is None:
-        raise SemanticDrawError(f"{source!r} is a {name}; only SD1.5, SDXL and SD3 pipelines are supported.")
+        raise LoadError(f"{source!r} is a {name}; only {', '.join(registry.FAMILIES)} pipelines are supported.")
     return family
 
 
@@ -90,17 +87,7 @@ def _single_file_keys(path: str | Path) -> list[str]:
 
 def family_of_single_file(path: str | Path) -> str:
     """The family of an original-format (LDM / SGM / SD3) checkpoint, from its key names."""
-    keys = _single_file_keys(path)
-    if any(k.startswith(("model.diffusion_model.joint_blocks.", "joint_blocks.")) for k in keys):
-        return "sd3"
-    if any(k.startswith(("conditioner.embedders.", "model.diffusion_model.label_emb.")) for k in keys):
-        return "sdxl"       # SDXL's text encoders, or its UNet's size/crop embedding
-    if any(k.startswith("cond_stage_model.model.") for k in keys):
-        raise SemanticDrawError(f"{Path(path).name} looks like Stable Diffusion 2.x, which is not supported.")
-    if any(k.startswith("model.diffusion_model.input_blocks.") for k in keys):
-        return "sd15"
-    raise SemanticDrawError(f"{Path(path).name} does not look like an SD1.5, SDXL or SD3 checkpoint; "
-                            "pass family= if it is one.")
+    return registry.family_of_single_file(_single_file_keys(path), Path(path).name)
 
 
 _HUB_FILE_URL = re.compile(r"https?://huggingface\.co/([^/]+/[^/]+)/(?:blob|resolve)/([^/]+)/(.+)$")
@@ -127,14 +114,14 @@ def _detect_family(source: str, local_files_only: bool | None) -> str:
     if Path(source).is_dir():
         index = Path(source) / "model_index.json"
         if not index.is_file():
-            raise SemanticDrawError(f"{source} is not a diffusers pipeline folder (no model_index.json).")
+            raise LoadError(f"{source} is not a diffusers pipeline folder (no model_index.json).")
     else:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HFValidationError
         try:
             index = hf_hub_download(source, "model_index.json", local_files_only=bool(local_files_only))
         except HFValidationError as err:
-            raise SemanticDrawError(f"{source!r} is neither a local file or folder nor a hub id "
+            raise LoadError(f"{source!r} is neither a local file or folder nor a hub id "
                                     "(owner/name).") from err
         except OSError as err:
             raise _fetch_error(source, err) from err
@@ -143,17 +130,8 @@ def _detect_family(source: str, local_files_only: bool | None) -> str:
 
 # -- pipelines -----------------------------------------------------------------------------------------------------
 def _pipeline_class(family: str):
-    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
-    return {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline}[family]
-
-
-def build_tiny_pipeline(family: str, seed: int = 0, with_t5: bool = False):
-    """A random-weight pipeline in the family's real shapes (no download); its tiny VAE rides along as
-    ``pipe.tiny_vae``. The global RNG is untouched."""
-    from .backbones.tiny import build_tiny
-    pipe, tiny_vae = build_tiny(family, seed=seed, with_t5=with_t5)
-    pipe.tiny_vae = tiny_vae
-    return pipe
+    import diffusers
+    return getattr(diffusers, registry.get_family(family).pipeline)
 
 
 def load_pipeline(source: str | os.PathLike, family: str | None = None, loras: Iterable = (), vae: str | None = None,
@@ -170,24 +148,25 @@ def load_pipeline(source: str | os.PathLike, family: str | None = None, loras: I
     keep_t5: SD3 only; by default the 4.7B-parameter T5 encoder is not loaded and its tokens are zeros.
     """
     source = str(source)
-    if family is not None and family not in FAMILIES:
-        raise SemanticDrawError(f"Unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
+    if family is not None and family not in registry.FAMILIES:
+        raise LoadError(f"Unknown family {family!r}; choose one of {', '.join(registry.FAMILIES)}.")
     device, dtype = default_device_dtype(device, dtype)
     is_file = _is_single_file(source)
     if is_file and _HUB_FILE_URL.match(source):
         source = _download_hub_file(source, local_files_only)
     if is_file or Path(source).exists():
         if not Path(source).exists():
-            raise SemanticDrawError(f"No such file: {source}")
+            raise LoadError(f"No such file: {source}")
         _refuse_pickle(Path(source))
         if config is not None and Path(config).is_dir():
             _refuse_pickle(Path(config))
     family = family or _detect_family(source, local_files_only)
+    spec = registry.get_family(family)
     cls = _pipeline_class(family)
     hub = {} if local_files_only is None else {"local_files_only": local_files_only}
     kwargs: dict[str, Any] = {"dtype": dtype, **hub}
-    if family == "sd3" and not keep_t5:
-        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    if not keep_t5:
+        kwargs.update({name: None for name in spec.optional_components})
     if vae is not None:
         from diffusers import AutoencoderKL
         kwargs["vae"] = _load_model(AutoencoderKL, vae, dtype, hub)
@@ -199,7 +178,7 @@ def load_pipeline(source: str | os.PathLike, family: str | None = None, loras: I
     except OSError as err:
         raise _fetch_error(source, err, single_file=is_file) from err
     _apply_loras(pipe, family, loras, hub, fuse_loras)
-    if family == "sdxl" and dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+    if spec.upcast_vae_in_fp16 and dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
         pipe.vae.to(torch.float32)   # the original SDXL VAE overflows in fp16 (as the SDXL pipeline upcasts it)
     pipe.to(device)
     if tiny_vae is not None:
@@ -208,24 +187,15 @@ def load_pipeline(source: str | os.PathLike, family: str | None = None, loras: I
     return pipe
 
 
-# Where each text encoder sits in an original-format single file.
-_TEXT_ENCODER_PREFIXES = {
-    "sd15": {"text_encoder": "cond_stage_model.transformer."},
-    "sdxl": {"text_encoder": "conditioner.embedders.0.transformer.", "text_encoder_2": "conditioner.embedders.1.model."},
-    "sd3": {"text_encoder": "text_encoders.clip_l.", "text_encoder_2": "text_encoders.clip_g.",
-            "text_encoder_3": "text_encoders.t5xxl."},
-}
-
-
 def _from_single_file(cls, source: str, family: str, config: str | None, kwargs: dict):
     """from_single_file, with the text encoders a checkpoint lacks (SD3 files often ship without them) loaded from
     ``config`` (a diffusers folder or hub id of the base model, with weights)."""
     from diffusers.loaders.single_file_utils import SingleFileComponentError
     keys = _single_file_keys(source)
-    missing = [name for name, prefix in _TEXT_ENCODER_PREFIXES[family].items()
+    missing = [name for name, prefix in registry.get_family(family).text_encoder_keys.items()
                if name not in kwargs and not any(k.startswith(prefix) for k in keys)]
     if missing and config is None:
-        raise SemanticDrawError(f"{Path(source).name} has no weights for {', '.join(missing)}; pass config=<diffusers "
+        raise LoadError(f"{Path(source).name} has no weights for {', '.join(missing)}; pass config=<diffusers "
                                 "folder or hub id of its base model> to load them from there.")
     if missing:
         import transformers
@@ -242,7 +212,7 @@ def _from_single_file(cls, source: str, family: str, config: str | None, kwargs:
     try:
         return cls.from_single_file(source, config=config, **kwargs)
     except SingleFileComponentError as err:
-        raise SemanticDrawError(f"{Path(source).name}: {err.message.splitlines()[0]}") from err
+        raise LoadError(f"{Path(source).name}: {err.message.splitlines()[0]}") from err
 
 
 def _load_model(cls, source: str, dtype: torch.dtype, hub: dict):
@@ -260,7 +230,7 @@ def _lora_items(loras: Iterable) -> list[tuple[str, str | None, float]]:
     for item in loras:
         item = (item,) if isinstance(item, (str, os.PathLike)) else tuple(item)
         if not 1 <= len(item) <= 3:
-            raise SemanticDrawError(f"A LoRA is (source, weight_name, scale), not {item!r}.")
+            raise LoadError(f"A LoRA is (source, weight_name, scale), not {item!r}.")
         source, weight_name, scale = item + (None, None, 1.0)[len(item):]
         items.append((str(source), weight_name, float(scale)))
     return items
@@ -275,7 +245,7 @@ def _apply_loras(pipe, family: str, loras: Iterable, hub: dict, fuse: bool) -> N
         if path.exists():
             _refuse_pickle(path)
         elif source.lower().endswith(PICKLE_SUFFIXES) or str(weight_name or "").lower().endswith(PICKLE_SUFFIXES):
-            raise SemanticDrawError(f"LoRA {source} {weight_name or ''}: pickle weights are refused; use .safetensors.")
+            raise LoadError(f"LoRA {source} {weight_name or ''}: pickle weights are refused; use .safetensors.")
         try:
             peft = _peft_adapter(source, weight_name, family, hub)
             if peft is not None:
@@ -313,10 +283,10 @@ def _peft_adapter(source: str, weight_name: str | None, family: str, hub: dict) 
     from safetensors.torch import load_file
     config = json.loads(Path(config_file).read_text())
     if config.get("use_dora"):
-        raise SemanticDrawError(f"{source}: DoRA adapters are not supported.")
+        raise LoadError(f"{source}: DoRA adapters are not supported.")
     if not Path(weights_file).is_file():
-        raise SemanticDrawError(f"{source} has no adapter_model.safetensors (pickle adapters are refused).")
-    prefix = "transformer" if family == "sd3" else "unet"
+        raise LoadError(f"{source} has no adapter_model.safetensors (pickle adapters are refused).")
+    prefix = registry.get_family(family).denoiser
     weights = load_file(str(weights_file))
     out = {}
     for key, tensor in weights.items():
@@ -332,22 +302,23 @@ def _peft_adapter(source: str, weight_name: str | None, family: str, hub: dict) 
 
 # -- backbones -----------------------------------------------------------------------------------------------------
 def backbone_from_pipeline(pipe, native_size: int | None = None, tile_size: int | None = None,
-                           cover_alpha: float | None = None, tiny_vae: Any = None) -> Backbone:
-    """Wrap a loaded pipeline. Defaults: native size from the denoiser's sample size, tiles of 768 px for SD1.5 and
-    the native size otherwise, cover alpha 0.3 (SD1.5) / 0.1; the tiny VAE from ``pipe.tiny_vae`` if present."""
-    family = family_of(pipe)
-    denoiser = pipe.transformer if family == "sd3" else pipe.unet
+                           cover_alpha: float | None = None, tiny_vae: Any = None, family: str | None = None) -> Backbone:
+    """Wrap a loaded pipeline in its family's adapter. Defaults come from the family registry: native size from the
+    denoiser's sample size, the family's tile size (a multiple of the native size) and cover alpha; the tiny VAE
+    from ``pipe.tiny_vae`` if present."""
+    spec = registry.get_family(family or registry.family_of(pipe))
+    denoiser = getattr(pipe, spec.denoiser)
     native = native_size or int(denoiser.config.sample_size) * 8
-    tile_factor, cover = FAMILY_DEFAULTS[family]
-    return ADAPTERS[family](pipe, native_size=native, tile_size=tile_size or int(native * tile_factor),
-                            cover_alpha=cover if cover_alpha is None else cover_alpha,
-                            tiny_vae=tiny_vae if tiny_vae is not None else getattr(pipe, "tiny_vae", None))
+    return spec.adapter(pipe, native_size=native, tile_size=tile_size or int(native * spec.tile_factor),
+                        cover_alpha=spec.cover_alpha if cover_alpha is None else cover_alpha,
+                        tiny_vae=tiny_vae if tiny_vae is not None else getattr(pipe, "tiny_vae", None))
 
 
 def load_backbone(preset: str | Preset, device: Any = None, dtype: Any = None) -> Backbone:
     """The backbone of a preset (by name or a Preset), on ``device`` in ``dtype`` (defaults: default_device_dtype)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if preset.tiny:
+        from .tiny import build_tiny_pipeline
         device, dtype = default_device_dtype(device, dtype)
         pipe = build_tiny_pipeline(preset.family, with_t5=preset.keep_t5)
         for module in [*pipe.components.values(), pipe.tiny_vae]:

@@ -1,7 +1,10 @@
 """SemanticDraw: owns one backbone (the weights, loaded once) and serves one-shot generations and stream sessions.
 
-The model is read-only after loading; every call brings its own generator, plan and caches, so any number of
-callers and sessions can share it. Model calls are serialized by one lock.
+The model is read-only after loading; every call brings its own noise, plan and caches, so any number of callers and
+sessions can share it. The layers below it (README, "How it works"): a scene becomes a Plan (plan.py), the region step
+(sampler.py) runs on the Plan through the denoiser chain (denoiser.py), which ends in the backbone adapter's network
+call (backbones/). The model's part of the chain is ``network`` (replace it with a wrapper to compile or time the
+network), counted, and serialized by one lock.
 """
 from __future__ import annotations
 
@@ -13,20 +16,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbones.base import Backbone, Cond
-from .errors import SemanticDrawError
-from .oneshot import SamplerSettings, StepInfo, method_settings, sample
-from .plan import PromptCache, build_plan, layer_specs, soft_masks
+from .backbones.base import Backbone
+from .backbones.registry import Family, get_family
+from .denoiser import Counted, Counts, Denoiser, ModelDenoiser, Serialized, for_options
+from .errors import OptionError
+from .noise import NoiseSource
+from .oneshot import StepInfo, method_settings, sample
+from .plan import PlanBuilder
 from .sampler import StepOptions
-from .schedule import LCM_REFERENCE_TIMESTEPS, build_schedule
+from .schedule import SamplerSettings, build_schedule
 
-# Few-step defaults per family when a model comes without a preset.
-FAMILY_DEFAULTS = {
-    "sd15": SamplerSettings("lcm", timesteps=LCM_REFERENCE_TIMESTEPS),
-    "sdxl": SamplerSettings("euler", steps=4, spacing="trailing"),
-    "sd3": SamplerSettings("flash", steps=4),
-}
-REFERENCE_GUIDANCE = {"sd15": 7.5, "sdxl": 7.5, "sd3": 7.0}
+ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call
+OUTPUTS = ("pil", "latent")
 
 
 def to_pil(images: torch.Tensor) -> Image.Image:
@@ -35,19 +36,32 @@ def to_pil(images: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
+class Decoder:
+    """Latents -> PIL images with the backbone's VAE (or its tiny VAE), one decode at a time."""
+
+    def __init__(self, backbone: Backbone, lock: threading.RLock):
+        self.backbone, self.lock = backbone, lock
+
+    def __call__(self, latent: torch.Tensor, tiny: bool = False) -> Image.Image:
+        with self.lock, torch.inference_mode():
+            return to_pil(self.backbone.decode(latent, tiny=tiny))
+
+
 class SemanticDraw:
     """Region-based text-to-image generation with semantic brushes on SD1.5, SDXL or SD3."""
 
     def __init__(self, backbone: Backbone, settings: SamplerSettings | None = None, guidance: float = 0.0,
                  name: str = "", max_pixels: int | None = None):
         self.backbone = backbone
+        self.spec: Family = get_family(backbone.family)
         self.name = name or backbone.family
-        self.settings = settings or FAMILY_DEFAULTS[backbone.family]
+        self.settings = settings or self.spec.sampler
         self.guidance = guidance
         self.max_pixels = max_pixels
         self._lock = threading.RLock()
-        self.calls = 0      # model calls so far (batched)
-        self.items = 0      # (slot, tile, layer) items evaluated so far
+        self.counts = Counts()
+        self.network: Denoiser = ModelDenoiser(backbone)   # wrap it to change how the network runs (timing, compile)
+        self.decoder = Decoder(backbone, self._lock)
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -56,9 +70,7 @@ class SemanticDraw:
         from .presets import get_preset
         preset = get_preset(name)
         backbone = load_backbone(preset, device=device, dtype=dtype)
-        settings = SamplerSettings(preset.sampler, steps=preset.steps, timesteps=preset.timesteps,
-                                   spacing=preset.spacing, eta=preset.eta)
-        return cls(backbone, settings, guidance=preset.guidance, name=preset.name, **kwargs)
+        return cls(backbone, preset.settings, guidance=preset.guidance, name=preset.name, **kwargs)
 
     @classmethod
     def from_pretrained(cls, source: str, family: str | None = None, loras=(), device=None, dtype=None,
@@ -66,12 +78,12 @@ class SemanticDraw:
         """Any SD1.5 / SDXL / SD3 checkpoint: hub id, local diffusers folder or single .safetensors file."""
         from .loading import load_pipeline
         pipe = load_pipeline(source, family=family, loras=loras, device=device, dtype=dtype, **load_kwargs)
-        return cls.from_pipeline(pipe, settings=settings, guidance=guidance, name=str(source))
+        return cls.from_pipeline(pipe, settings=settings, guidance=guidance, name=str(source), family=family)
 
     @classmethod
     def from_pipeline(cls, pipe, settings: SamplerSettings | None = None, guidance: float = 0.0,
                       name: str = "", **backbone_kwargs) -> "SemanticDraw":
-        """Wrap an already loaded diffusers SD1.5 / SDXL / SD3 pipeline."""
+        """Wrap an already loaded diffusers pipeline of a registered family (SD1.5, SDXL, SD3, ...)."""
         from .loading import backbone_from_pipeline
         return cls(backbone_from_pipeline(pipe, **backbone_kwargs), settings, guidance=guidance, name=name)
 
@@ -92,42 +104,40 @@ class SemanticDraw:
     def device(self) -> torch.device:
         return self.backbone.device
 
-    # -- shared services for the modes ---------------------------------------------------------------------------
-    def model_fn(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond, crops: torch.Tensor) -> torch.Tensor:
-        """The backbone's raw output, one batched call at a time across all threads and sessions."""
-        with self._lock, torch.inference_mode():
-            self.calls += 1
-            self.items += x.shape[0]
-            return self.backbone.model_output(x, timesteps, cond, crops)
+    @property
+    def calls(self) -> int:
+        """Network calls so far (batched), all callers and sessions together."""
+        return self.counts.calls
 
-    def encode_prompts(self, prompts) -> Cond:
+    @property
+    def items(self) -> int:
+        """(slot, tile, layer) items evaluated so far (a CFG call counts both halves)."""
+        return self.counts.items
+
+    # -- the parts the modes are made of -------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> Denoiser:
+        """The model's denoiser chain: the network (and what wraps it), counted, one call at a time."""
+        return Serialized(Counted(self.network, self.counts), self._lock)
+
+    def decode(self, latent: torch.Tensor, tiny: bool = False) -> Image.Image:
+        return self.decoder(latent, tiny=tiny)
+
+    def encode_prompts(self, prompts):
         with self._lock, torch.inference_mode():
             return self.backbone.encode_prompts(list(prompts))
 
-    def decode(self, latent: torch.Tensor, tiny: bool = False) -> Image.Image:
-        with self._lock, torch.inference_mode():
-            return to_pil(self.backbone.decode(latent, tiny=tiny))
-
-    def prompt_cache(self, max_size: int = 256) -> PromptCache:
-        return PromptCache(self.encode_prompts, max_size)
-
     def check_scene(self, scene):
         """Validate a scene for this model: one SemanticDrawError naming the problem, or the normalized scene."""
-        from .scene import Scene
-        if not isinstance(scene, Scene):
-            raise SemanticDrawError("Expected a semantic_draw.Scene (use Scene.load(path) for a palette file).")
-        scene = scene.validate()
-        if self.max_pixels and scene.height * scene.width > self.max_pixels:
-            raise SemanticDrawError(f"The canvas {scene.width}x{scene.height} is too big for this server "
-                                    f"(at most {self.max_pixels} pixels).")
-        return scene
+        from .plan import check_scene
+        return check_scene(scene, self.max_pixels)
 
     def step_options(self, **overrides) -> StepOptions:
         known = set(StepOptions.__dataclass_fields__)
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise SemanticDrawError(f"Unknown option(s) {', '.join(unknown)}; the sampler takes "
-                                    f"{', '.join(sorted(known))}.")
+            raise OptionError(f"Unknown option(s) {', '.join(unknown)}; the sampler takes "
+                              f"{', '.join(sorted(known))}.")
         opts = StepOptions(guidance=self.guidance, guidance_mode="full" if self.guidance > 1 else "none")
         if "guidance" in overrides and "guidance_mode" not in overrides:
             opts.guidance_mode = "full" if overrides["guidance"] > 1 else "none"
@@ -138,15 +148,28 @@ class SemanticDraw:
                               steps=settings.steps, timesteps=settings.timesteps, eta=settings.eta,
                               spacing=settings.spacing)
 
+    def plan_builder(self, settings: SamplerSettings, opts: StepOptions, *, cover_alpha: float | None = None,
+                     tile_size: int | None = None, **cache_sizes) -> PlanBuilder:
+        return PlanBuilder(self.backbone, self.schedule(settings), lock=self._lock, quantize=settings.quantize,
+                           cover_alpha=cover_alpha, tile_size=tile_size, with_uncond=opts.guidance_mode == "full",
+                           max_pixels=self.max_pixels, **cache_sizes)
+
     # -- stream --------------------------------------------------------------------------------------------------
-    def stream(self, scene, seed: int = 0, **options):
-        """A StreamSession of this model: ``session.next_frame()`` gives frames, ``session.update(scene)`` edits.
+    def stream(self, scene, seed: int = 0, *, quantize: str | None = None, cover_alpha: float | None = None,
+               tile_size: int | None = None, tiny_decode: bool = True, mask_cache_size: int = 64,
+               prompt_cache_size: int = 256, **step_overrides):
+        """A StreamSession of this model: ``session.next_frame()`` gives frames, ``session.update(scene)`` edits,
+        ``session.run(edits)`` is the whole loop.
 
         Options: quantize, cover_alpha, tile_size, tiny_decode, and StepOptions fields (guidance, guidance_mode
         "none" / "full" / "self", bootstrap_steps, ...). Each session owns its state; the weights are shared.
         """
         from .stream import StreamSession
-        return StreamSession(self, scene, seed, **options)
+        settings = self.settings if quantize is None else replace(self.settings, quantize=quantize)
+        opts = self.step_options(**{"batch_size": ONE_CALL, **step_overrides})
+        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size,
+                                    mask_cache_size=mask_cache_size, prompt_cache_size=prompt_cache_size)
+        return StreamSession(self.denoiser, builder, self.decoder, scene, seed, opts, tiny_decode=tiny_decode)
 
     # -- one-shot ------------------------------------------------------------------------------------------------
     def generate(self, scene, seed: int = 0, method: str = "semanticdraw", *, steps: int | None = None,
@@ -161,6 +184,9 @@ class SemanticDraw:
         leak_sensitivity, batch_size). callback(info) runs after every step. output="latent" returns the latent.
         """
         scene = self.check_scene(scene)
+        noise = NoiseSource(seed, self.device)
+        if output not in OUTPUTS:
+            raise OptionError(f"Unknown output {output!r}; choose 'pil' or 'latent'.")
         base = self.settings
         if sampler is not None:
             base = replace(base, sampler=sampler, timesteps=None, steps=steps or base.steps or 4)
@@ -168,23 +194,18 @@ class SemanticDraw:
             base = replace(base, steps=steps, timesteps=None)
         if quantize is not None:
             base = replace(base, quantize=quantize)
-        settings, opts = method_settings(method, base, self.step_options(**step_overrides), self.family,
-                                         REFERENCE_GUIDANCE[self.family])
-        schedule = self.schedule(settings)
-        cover = self.backbone.cover_alpha if cover_alpha is None else float(cover_alpha)
-        plan = build_plan(self.backbone, scene, schedule, self.prompt_cache(), cover_alpha=cover,
-                                quantize=settings.quantize, with_uncond=opts.guidance_mode == "full",
-                                tile_size=tile_size or self.backbone.tile_size)
-        generator = torch.Generator().manual_seed(int(seed))
+        settings, opts = method_settings(method, base, self.step_options(**step_overrides), self.spec)
+        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size)
+        plan = builder.build(scene)
         edit = scene.background.image is not None
-        latent = sample(self.model_fn, plan, opts, generator, edit=edit, callback=callback,
+        denoiser = for_options(self.denoiser, opts.guidance_mode, opts.guidance, opts.batch_size)
+        latent = sample(denoiser, plan, opts, noise, edit=edit, callback=callback,
                         decode=lambda z: self.decode(z, tiny=True))
         if output == "latent":
             return latent
         image = self.decode(latent)
         if edit and blend_background:
-            soft = soft_masks(layer_specs(scene), cover, self.device) if scene.layers else None
-            image = blend_outside(image, scene.background.image, soft)
+            image = blend_outside(image, scene.background.image, builder.pixel_masks(scene))
         return image
 
 

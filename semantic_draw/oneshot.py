@@ -6,21 +6,15 @@ from typing import Callable
 
 import torch
 
-from .errors import SemanticDrawError
-from .sampler import Plan, StepOptions, region_step
+from .backbones.registry import Family
+from .denoiser import Denoiser
+from .errors import OptionError
+from .noise import NoiseSource
+from .plan import Plan
+from .sampler import StepOptions, region_step
+from .schedule import SamplerSettings
 
 METHODS = ("semanticdraw", "multidiffusion-fast", "multidiffusion")
-
-
-@dataclass
-class SamplerSettings:
-    """Which schedule to build (see schedule.build_schedule) and how masks are quantized."""
-    sampler: str
-    steps: int | None = None
-    timesteps: tuple | None = None
-    spacing: str | None = None
-    eta: float | None = None
-    quantize: str = "discrete"
 
 
 @dataclass
@@ -37,13 +31,13 @@ class StepInfo:
         return self.decode(self.x0)
 
 
-def method_settings(method: str, base: SamplerSettings, opts: StepOptions, family: str,
-                    reference_guidance: float = 7.5) -> tuple[SamplerSettings, StepOptions]:
+def method_settings(method: str, base: SamplerSettings, opts: StepOptions,
+                    family: Family) -> tuple[SamplerSettings, StepOptions]:
     """Sampler settings and step options of a method, from the model's few-step defaults.
 
     semanticdraw: few-step sampler with latent pre-averaging, quantized masks and bootstrapping.
     multidiffusion-fast: the same few-step sampler, views averaged after their own scheduler step (the naive mix).
-    multidiffusion: the reference, 50 deterministic steps (DDIM; flow-matching Euler for SD3) with full CFG.
+    multidiffusion: the family's reference, 50 deterministic steps (DDIM; flow-matching Euler for SD3) with full CFG.
     """
     if method == "semanticdraw":
         return base, opts
@@ -51,11 +45,8 @@ def method_settings(method: str, base: SamplerSettings, opts: StepOptions, famil
     if method == "multidiffusion-fast":
         return replace(base, quantize="none"), naive
     if method == "multidiffusion":
-        sampler = "flow" if family == "sd3" else "ddim"
-        settings = SamplerSettings(sampler, steps=50, spacing=None if sampler == "flow" else "leading",
-                                   quantize="none")
-        return settings, replace(naive, guidance=reference_guidance, guidance_mode="full")
-    raise SemanticDrawError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+        return family.reference, replace(naive, guidance=family.reference_guidance, guidance_mode="full")
+    raise OptionError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
 
 
 def initial_latent(plan: Plan, bg_noise: torch.Tensor, edit: bool) -> torch.Tensor:
@@ -66,19 +57,18 @@ def initial_latent(plan: Plan, bg_noise: torch.Tensor, edit: bool) -> torch.Tens
     return plan.schedule.renoise(plan.z_bg, bg_noise, None, level, eta=0.0)
 
 
-def sample(model_fn, plan: Plan, opts: StepOptions, generator: torch.Generator, *, edit: bool,
+def sample(denoiser: Denoiser, plan: Plan, opts: StepOptions, noise: NoiseSource, *, edit: bool,
            callback: Callable[[StepInfo], None] | None = None,
            decode: Callable[[torch.Tensor], object] | None = None) -> torch.Tensor:
     """Run every step of the schedule on one canvas; returns the final clean latent [1, C, h, w]."""
     shape = (1,) + tuple(plan.z_bg.shape[1:])
-    dev = plan.z_bg.device
-    bg_noise = torch.randn(shape, generator=generator).to(dev)
+    bg_noise = noise.draw(shape)
     x = initial_latent(plan, bg_noise, edit)
     total = plan.schedule.steps
     for i in range(total):
-        steps = torch.tensor([i])
-        fresh = torch.randn(shape, generator=generator).to(dev)
-        res = region_step(model_fn, plan, opts, x, steps, bg_noise, generator=generator, noise=fresh)
+        fresh = noise.draw(shape)
+        res = region_step(denoiser, plan, opts, x, torch.tensor([i]), bg_noise=bg_noise, noise=fresh,
+                          draw=noise.draw)
         x = res.x_next
         if callback is not None:
             callback(StepInfo(i, total, res.x0, res.x_next, decode))

@@ -1,11 +1,17 @@
-"""Turn a validated Scene into what the region step needs (a Plan): layer list, step masks, embeddings, background.
+"""The one plan builder: a validated Scene -> the Plan the region step needs (ALGORITHM.md sections 3, 4, 6, 8).
 
-Used by the one-shot mode and by the stream, which rebuilds only the parts an edit touches.
+A Plan holds what does not change from step to step: step masks on the latent grid, prompt embeddings (prompt
+strength applied), the clean background latents and the tiling. ``PlanBuilder`` makes Plans for one schedule and one
+set of mask options and keeps caches, so the one-shot mode builds once and a stream rebuilds after each edit at the
+cost of what the edit changed: prompts are encoded once per text (LRU), a layer's step masks are computed once per
+(mask, cover, blur, strength) digest, the background latent once per image, the tiling once per canvas.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -13,10 +19,36 @@ import torch
 
 from . import masks as M
 from .backbones.base import Backbone, Cond
-from .errors import SemanticDrawError
-from .sampler import Plan
+from .errors import ResourceError, SceneError
 from .schedule import Schedule
-from .tiles import make_tiling
+from .tiles import Tiling, make_tiling
+
+
+@dataclass
+class Plan:
+    """Everything a step needs that does not change from step to step."""
+    schedule: Schedule
+    tiling: Tiling
+    masks: torch.Tensor        # [T, P, h, w] step masks on the latent grid
+    cond: Cond                 # P rows (prompt strength applied)
+    uncond: Cond | None        # P rows for full CFG, else None
+    z_bg: torch.Tensor         # [1, C, h, w] clean background latent (background image, or white)
+    z_white: torch.Tensor      # [1, C, h, w] clean latent of a white canvas
+    vae_factor: int = 8
+    mask_views: torch.Tensor = field(init=False)  # [T, P, K, vh, vw]
+    nonempty: torch.Tensor = field(init=False)    # [T, P, K] bool (CPU)
+    coverage: torch.Tensor = field(init=False)    # [T, 1, h, w] sum of step masks over layers
+
+    def __post_init__(self):
+        self.tiling.weights = self.tiling.weights.to(self.masks.device)
+        t = self.tiling
+        self.mask_views = torch.stack([t.crop(self.masks, k) for k in range(t.count)], 2)
+        self.nonempty = (self.mask_views.flatten(3).amax(-1) > 0).cpu()
+        self.coverage = self.masks.sum(1, keepdim=True)
+
+    @property
+    def layers(self) -> int:
+        return self.masks.shape[1]
 
 
 @dataclass(frozen=True)
@@ -43,6 +75,24 @@ def layer_specs(scene) -> list[LayerSpec]:
     return specs
 
 
+def covers(specs: Sequence[LayerSpec]) -> list[np.ndarray | None]:
+    """For each layer, where a later (higher) layer is painted; None for the top layer (ALGORITHM.md 3.2)."""
+    painted = np.stack([s.mask for s in specs])
+    above = np.flip(np.logical_or.accumulate(np.flip(painted, 0), 0), 0)
+    return [np.ascontiguousarray(above[p + 1]) if p + 1 < len(specs) else None for p in range(len(specs))]
+
+
+def soft_mask(spec: LayerSpec, cover: np.ndarray | None, cover_alpha: float, device, factor: int) -> torch.Tensor:
+    """One layer's mask after cover, blur and strength: [H, W] pixels (factor 1) or the latent grid (factor 8)."""
+    raw = torch.from_numpy(spec.mask).to(device)
+    covered = None if cover is None else torch.from_numpy(cover).to(device)
+    return M.prepare_layer(raw, covered, cover_alpha, spec.blur, spec.strength, factor=factor)
+
+
+def digest(array: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
+
+
 class PromptCache:
     """Embeddings by prompt text (LRU); missing prompts are encoded together in one batch."""
 
@@ -65,6 +115,9 @@ class PromptCache:
         while len(self._rows) > max(self.max_size, len(set(prompts))):
             self._rows.popitem(last=False)
         return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+
+    def clear(self) -> None:
+        self._rows.clear()
 
 
 def strengthen(cond: Cond, anchor: Cond, strengths: Sequence[float]) -> Cond:
@@ -89,51 +142,117 @@ def conditioning(specs: Sequence[LayerSpec], background, cache: PromptCache,
     return cond, uncond
 
 
-def soft_masks(specs: Sequence[LayerSpec], cover_alpha: float, device, factor: int = 1) -> torch.Tensor:
-    """[P, H, W] masks after cover, blur and strength, in pixels (or on the latent grid with factor 8)."""
-    raw = torch.from_numpy(np.stack([s.mask for s in specs])).to(device=device, dtype=torch.float32)
-    return M.prepare(raw, cover_alpha, [s.blur for s in specs], [s.strength for s in specs], factor=factor)
-
-
-def step_masks(soft: torch.Tensor, schedule: Schedule, quantize: str) -> torch.Tensor:
-    """[P, h, w] soft masks on the latent grid -> [T, P, h, w] step masks."""
-    return M.quantize(soft, schedule.noise_levels, quantize)
-
-
 def image_to_tensor(image, device) -> torch.Tensor:
     """PIL RGB -> [1, 3, H, W] in [-1, 1]."""
     arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)
 
 
-def background_latents(backbone: Backbone, image, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clean latents of the background image (or white) and of a white canvas, [1, C, h, w] each."""
-    side = 8 * backbone.size_multiple  # a small white square: the VAE maps a flat image to a flat latent
-    white = torch.ones(1, 3, side, side, device=backbone.device)
-    z_white = backbone.encode_image(white).mean((2, 3), keepdim=True).expand(1, -1, h, w).contiguous()
-    if image is None:
-        return z_white, z_white
-    return backbone.encode_image(image_to_tensor(image, backbone.device)), z_white
+def check_scene(scene, max_pixels: int | None = None):
+    """The validated scene, or one SemanticDrawError naming the problem (a model's pixel limit included)."""
+    from .scene import Scene
+    if not isinstance(scene, Scene):
+        raise SceneError("Expected a semantic_draw.Scene (use Scene.load(path) for a palette file).")
+    scene = scene.validate()
+    if max_pixels and scene.height * scene.width > max_pixels:
+        raise ResourceError(f"The canvas {scene.width}x{scene.height} is too big for this server "
+                            f"(at most {max_pixels} pixels).")
+    return scene
 
 
-def check_canvas(backbone: Backbone, height: int, width: int) -> None:
-    m = backbone.size_multiple
-    if height % m or width % m:
-        raise SemanticDrawError(f"This model needs a canvas whose sides are multiples of {m} pixels; "
-                                f"{width}x{height} is not. Try {width // m * m}x{height // m * m}.")
+def check_canvas(multiple: int, height: int, width: int) -> None:
+    if height % multiple or width % multiple:
+        raise SceneError(f"This model needs a canvas whose sides are multiples of {multiple} pixels; "
+                         f"{width}x{height} is not. Try {width // multiple * multiple}x{height // multiple * multiple}.")
 
 
-def build_plan(backbone: Backbone, scene, schedule: Schedule, cache: PromptCache, *, cover_alpha: float,
-               quantize: str, with_uncond: bool, tile_size: int) -> Plan:
-    """A Plan for a validated scene."""
-    check_canvas(backbone, scene.height, scene.width)
-    f = backbone.vae_factor
-    h, w = scene.height // f, scene.width // f
-    specs = layer_specs(scene)
-    if not specs:
-        raise SemanticDrawError("Nothing to draw: add a brush or a background prompt.")
-    soft = soft_masks(specs, cover_alpha, backbone.device, factor=f)
-    cond, uncond = conditioning(specs, scene.background, cache, with_uncond)
-    z_bg, z_white = background_latents(backbone, scene.background.image, h, w)
-    tiling = make_tiling(h, w, max(1, tile_size // f))
-    return Plan(schedule, tiling, step_masks(soft, schedule, quantize), cond, uncond, z_bg, z_white, f)
+class PlanBuilder:
+    """Plans of one backbone for one schedule and mask options, with the caches that make rebuilding cheap."""
+
+    def __init__(self, backbone: Backbone, schedule: Schedule, *, lock: threading.RLock | None = None,
+                 quantize: str = "discrete", cover_alpha: float | None = None, tile_size: int | None = None,
+                 with_uncond: bool = False, max_pixels: int | None = None, prompt_cache_size: int = 256,
+                 mask_cache_size: int = 64):
+        self.backbone, self.schedule = backbone, schedule
+        self.lock = lock if lock is not None else threading.RLock()
+        self.quantize = quantize
+        self.cover_alpha = backbone.cover_alpha if cover_alpha is None else float(cover_alpha)
+        self.tile_size = tile_size or backbone.tile_size
+        self.with_uncond = with_uncond
+        self.max_pixels = max_pixels
+        self.prompts = PromptCache(self._encode_prompts, prompt_cache_size)
+        self._masks: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.mask_cache_size = mask_cache_size
+        self.masks_computed = 0       # layers whose step masks were computed (the rest came from the cache)
+        self._background: tuple | None = None   # (image digest or None, z_bg, z_white)
+        self._tilings: dict[tuple[int, int], Tiling] = {}
+
+    # -- the door ------------------------------------------------------------------------------------------------
+    def check(self, scene):
+        return check_scene(scene, self.max_pixels)
+
+    # -- the plan ------------------------------------------------------------------------------------------------
+    def build(self, scene) -> Plan:
+        """A Plan for a validated scene (``check``): only what no earlier build computed is computed now."""
+        check_canvas(self.backbone.size_multiple, scene.height, scene.width)
+        f = self.backbone.vae_factor
+        h, w = scene.height // f, scene.width // f
+        specs = layer_specs(scene)
+        if not specs:
+            raise SceneError("Nothing to draw: add a brush or a background prompt.")
+        masks = self._step_masks(specs)
+        cond, uncond = conditioning(specs, scene.background, self.prompts, self.with_uncond)
+        z_bg, z_white = self._background_latents(scene.background.image, h, w)
+        if (h, w) not in self._tilings:
+            self._tilings[(h, w)] = make_tiling(h, w, max(1, self.tile_size // f))
+        return Plan(self.schedule, self._tilings[(h, w)], masks, cond, uncond, z_bg, z_white, f)
+
+    def pixel_masks(self, scene) -> torch.Tensor | None:
+        """[P, H, W] soft masks of the brushes in pixels (for the final blend with a background photo)."""
+        specs = layer_specs(scene)[0 if scene.background.image is not None else 1:]
+        if not specs:
+            return None
+        return torch.stack([soft_mask(s, c, self.cover_alpha, self.backbone.device, 1)
+                            for s, c in zip(specs, covers(specs))])
+
+    def _step_masks(self, specs: list[LayerSpec]) -> torch.Tensor:
+        """[T, P, h, w]; a layer's masks are recomputed only when its mask, cover, blur or strength changed."""
+        out = []
+        for spec, cover in zip(specs, covers(specs)):
+            key = (digest(spec.mask), None if cover is None else digest(cover), spec.blur, spec.strength)
+            steps = self._masks.get(key)
+            if steps is None:
+                soft = soft_mask(spec, cover, self.cover_alpha, self.backbone.device, self.backbone.vae_factor)
+                steps = M.quantize(soft, self.schedule.noise_levels, self.quantize)
+                self.masks_computed += 1
+                self._masks[key] = steps
+                while len(self._masks) > max(self.mask_cache_size, len(specs)):
+                    self._masks.popitem(last=False)
+            self._masks.move_to_end(key)
+            out.append(steps)
+        return torch.stack(out, 1)
+
+    def _encode_prompts(self, prompts: Sequence[str]) -> Cond:
+        with self.lock, torch.inference_mode():
+            return self.backbone.encode_prompts(list(prompts))
+
+    def _background_latents(self, image, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean latents of the background image (or white) and of a white canvas, [1, C, h, w] each."""
+        key = None if image is None else digest(np.asarray(image))
+        if self._background is not None and self._background[0] == key and self._background[1].shape[-2:] == (h, w):
+            return self._background[1], self._background[2]
+        backbone = self.backbone
+        side = 8 * backbone.size_multiple  # a small white square: the VAE maps a flat image to a flat latent
+        with self.lock:
+            white = torch.ones(1, 3, side, side, device=backbone.device)
+            z_white = backbone.encode_image(white).mean((2, 3), keepdim=True).expand(1, -1, h, w).contiguous()
+            z_bg = z_white if image is None else backbone.encode_image(image_to_tensor(image, backbone.device))
+        self._background = (key, z_bg, z_white)
+        return z_bg, z_white
+
+    def clear(self) -> None:
+        """Drop every cached tensor (a closed session)."""
+        self.prompts.clear()
+        self._masks.clear()
+        self._background = None
+        self._tilings.clear()

@@ -2,15 +2,16 @@
 
 The real presets pair a base model with a few-step distillation LoRA, as in the paper. What each model card says
 (checked on the Hugging Face model pages) is noted next to it. The ``tiny-*`` presets need no download: random
-weights in the real shapes (see backbones/tiny.py), for tests and offline demos; their images are noise.
+weights in the real shapes (see tiny.py), for tests and offline demos; their images are noise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import SemanticDrawError
-from .schedule import LCM_REFERENCE_TIMESTEPS, SAMPLERS
+from .backbones.registry import FAMILIES
+from .errors import LoadError
+from .schedule import LCM_REFERENCE_TIMESTEPS, SAMPLERS, SamplerSettings
 
 Lora = tuple[str, Optional[str], float]   # (hub id, folder or .safetensors file; weight file name or None; scale)
 
@@ -38,12 +39,18 @@ class Preset:
     keep_t5: bool = False                        # SD3 only: also load the T5-XXL text encoder (~9 GB in fp16)
 
     def __post_init__(self):
-        if self.family not in ("sd15", "sdxl", "sd3"):
-            raise SemanticDrawError(f"Preset {self.name!r}: unknown family {self.family!r}.")
+        if self.family not in FAMILIES:
+            raise LoadError(f"Preset {self.name!r}: unknown family {self.family!r}.")
         if self.sampler not in SAMPLERS:
-            raise SemanticDrawError(f"Preset {self.name!r}: unknown sampler {self.sampler!r}.")
+            raise LoadError(f"Preset {self.name!r}: unknown sampler {self.sampler!r}.")
         if self.model is None and not self.tiny:
-            raise SemanticDrawError(f"Preset {self.name!r} names no model.")
+            raise LoadError(f"Preset {self.name!r} names no model.")
+
+    @property
+    def settings(self) -> SamplerSettings:
+        """How this preset samples."""
+        return SamplerSettings(self.sampler, steps=self.steps, timesteps=self.timesteps, spacing=self.spacing,
+                               eta=self.eta)
 
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"   # the maintained mirror of runwayml/stable-diffusion-v1-5
@@ -95,4 +102,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except (KeyError, TypeError):
-        raise SemanticDrawError(f"Unknown preset {name!r}; known presets: {', '.join(PRESETS)}.") from None
+        raise LoadError(f"Unknown preset {name!r}; known presets: {', '.join(PRESETS)}.") from None

@@ -13,11 +13,31 @@ from typing import Sequence
 import torch
 from diffusers import (DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler)
 
-from .errors import SemanticDrawError
+from .errors import OptionError
 
 SAMPLERS = ("lcm", "ddim", "euler", "flow", "flash")
 # Reference SD1.5 + LCM schedule: indices [0, 4, 12, 25, 37] of a 50-step LCM grid.
 LCM_REFERENCE_TIMESTEPS = (999, 919, 759, 499, 259)
+
+
+@dataclass
+class Coefficients:
+    """Per-item schedule values at the items' steps, each [N, 1, 1, 1] (c_skip / c_out: LCM only, else None)."""
+    alpha: torch.Tensor
+    sigma: torch.Tensor
+    c_skip: torch.Tensor | None = None
+    c_out: torch.Tensor | None = None
+
+
+@dataclass
+class SamplerSettings:
+    """Which schedule to build (see build_schedule) and how masks are quantized."""
+    sampler: str
+    steps: int | None = None
+    timesteps: tuple | None = None
+    spacing: str | None = None
+    eta: float | None = None
+    quantize: str = "discrete"
 
 
 @dataclass
@@ -49,22 +69,13 @@ class Schedule:
         """sigma_0 > ... > sigma_{T-1} > sigma_T = 0, the thresholds of per-step mask quantization."""
         return self.sigmas
 
-    def to_x0_eps(self, out: torch.Tensor, x: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw model output on x at step indices ``step`` ([N] long) -> (x0_hat, eps_hat)."""
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        alpha = self.table("alphas", x.device)[step].view(shape)
-        sigma = self.table("sigmas", x.device)[step].view(shape)
-        if self.prediction_type == "flow":
-            x0 = x - sigma * out
-            eps = x + (1.0 - sigma) * out
-        else:
-            eps = out
-            x0 = (x - sigma * eps) / alpha
-            if self.c_skip is not None:
-                c_skip = self.table("c_skip", x.device)[step].view(shape)
-                c_out = self.table("c_out", x.device)[step].view(shape)
-                x0 = c_out * x0 + c_skip * x
-        return x0, eps
+    def coefficients(self, step: torch.Tensor, device) -> Coefficients:
+        """The values at step indices ``step`` ([N] long) that turn a raw model output into (x0_hat, eps_hat)."""
+        shape = (-1, 1, 1, 1)
+        lcm = self.c_skip is not None
+        return Coefficients(self.table("alphas", device)[step].view(shape), self.table("sigmas", device)[step].view(shape),
+                            self.table("c_skip", device)[step].view(shape) if lcm else None,
+                            self.table("c_out", device)[step].view(shape) if lcm else None)
 
     def renoise(self, x0: torch.Tensor, eps: torch.Tensor, z: torch.Tensor | None, level: torch.Tensor,
                 eta: float | None = None) -> torch.Tensor:
@@ -86,16 +97,16 @@ def build_schedule(sampler: str, scheduler_config: dict, prediction_type: str, s
     timestep_spacing ("leading", "trailing", ...) for ddim/euler; ``eta`` overrides the sampler's default.
     """
     if sampler not in SAMPLERS:
-        raise SemanticDrawError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        raise OptionError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     if steps is None and timesteps is None:
-        raise SemanticDrawError("A schedule needs a number of steps.")
+        raise OptionError("A schedule needs a number of steps.")
     if steps is not None and steps < 1:
-        raise SemanticDrawError(f"The number of steps must be at least 1, not {steps}.")
+        raise OptionError(f"The number of steps must be at least 1, not {steps}.")
     cfg = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
     f64 = torch.float64
     if sampler in ("flow", "flash"):
         if prediction_type != "flow":
-            raise SemanticDrawError(f"Sampler {sampler!r} needs a flow-matching model (SD3).")
+            raise OptionError(f"Sampler {sampler!r} needs a flow-matching model (SD3).")
         sched = FlowMatchEulerDiscreteScheduler.from_config(cfg)
         if timesteps is not None:
             sched.set_timesteps(sigmas=[float(t) / 1000.0 for t in timesteps])
@@ -106,7 +117,7 @@ def build_schedule(sampler: str, scheduler_config: dict, prediction_type: str, s
         return Schedule(sampler, sched.timesteps.to(f64), 1.0 - sigmas, sigmas,
                         (1.0 if sampler == "flash" else 0.0) if eta is None else eta, "flow")
     if prediction_type != "epsilon":
-        raise SemanticDrawError(f"Sampler {sampler!r} needs an epsilon-prediction model (SD1.5 or SDXL).")
+        raise OptionError(f"Sampler {sampler!r} needs an epsilon-prediction model (SD1.5 or SDXL).")
     if sampler == "lcm":
         sched = LCMScheduler.from_config(cfg)
         if timesteps is not None:

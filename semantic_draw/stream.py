@@ -2,62 +2,78 @@
 
 T latents are in flight, one per step. Each frame is ONE batched model call over every (slot, tile, layer) item:
 a fresh latent enters at step 0, every slot advances one step, and the slot that finishes is decoded (tiny VAE).
-A session owns its latents, noises, step masks, embedding cache and lock; the model it runs on is shared.
-Edits (``update``) take effect at the next frame without re-filling the pipeline, and recompute only what changed.
+A session depends on three things only: a denoiser (the model's chain), a plan builder (its own caches) and a
+decoder. It owns its latents, noise and lock; the weights behind the three are shared with other sessions.
+Edits (``update``) take effect at the next frame without re-filling the pipeline and recompute only what changed.
+``run`` is the loop the app, the command line and the HTTP API share: it applies queued edits, skips recomputing a
+settled frame until the next edit, stops at a time limit and reports frames per second.
 """
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
-from collections import OrderedDict
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 
-from . import masks as M
-from .errors import SemanticDrawError
-from .oneshot import SamplerSettings, initial_latent
-from .plan import LayerSpec, background_latents, check_canvas, conditioning, layer_specs
-from .sampler import Plan, region_step
-from .tiles import make_tiling
+from .denoiser import Denoiser, for_options
+from .errors import SemanticDrawError, SessionClosedError, SceneError
+from .noise import NoiseSource
+from .oneshot import initial_latent
+from .plan import Plan, PlanBuilder
+from .sampler import StepOptions, region_step
 
-ONE_CALL = 1 << 30  # batch size that keeps every item of a frame in one model call
+EDIT_KINDS = ("scene", "seed", "stop")   # what a run's edit queue carries: (kind, payload) pairs
+LAYER_FIELDS = ("prompt", "negative_prompt", "mask", "mask_strength", "mask_blur", "prompt_strength", "name")
+BACKGROUND_FIELDS = ("prompt", "negative_prompt", "image")
 
 
-def _digest(array: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
+@dataclass
+class StreamEvent:
+    """What ``StreamSession.run`` yields.
+
+    kind: "frame" (a new picture in ``image``), "same" (a frame equal to the last one, not sent again), "idle"
+    (the picture settled; nothing is computed until the next edit), "warning" (a live edit was refused; the stream
+    goes on with the scene before it: ``message``), "timeout" (the time limit ended the run: ``message``).
+    """
+    kind: str
+    frames: int = 0                 # frames computed so far in this run
+    fps: float = 0.0                # frames per second over the last few frames (0 while settled)
+    image: Any = None
+    message: str = ""
 
 
 class StreamSession:
-    """Frames keep coming (``next_frame``) while the scene changes (``update``)."""
+    """Frames keep coming (``next_frame``, or ``run``) while the scene changes (``update``)."""
 
-    def __init__(self, model, scene, seed: int = 0, *, quantize: str | None = None, cover_alpha: float | None = None,
-                 tile_size: int | None = None, tiny_decode: bool = True, mask_cache_size: int = 64,
-                 prompt_cache_size: int = 256,
-                 **step_overrides):
-        self.model = model
-        self._lock = threading.RLock()
-        settings: SamplerSettings = model.settings if quantize is None else replace(model.settings, quantize=quantize)
-        self.schedule = model.schedule(settings)
-        self.quantize = settings.quantize
-        self.opts = model.step_options(**{"batch_size": ONE_CALL, **step_overrides})
-        self.cover_alpha = model.backbone.cover_alpha if cover_alpha is None else float(cover_alpha)
-        self.tile_size = tile_size or model.backbone.tile_size
+    def __init__(self, denoiser: Denoiser, builder: PlanBuilder, decoder: Callable, scene, seed: int,
+                 opts: StepOptions, *, tiny_decode: bool = True):
+        self.builder, self.decoder, self.opts = builder, decoder, opts
+        self.denoiser = for_options(denoiser, opts.guidance_mode, opts.guidance, opts.batch_size)
+        self.schedule = builder.schedule
         self.tiny_decode = tiny_decode
-        self.prompts = model.prompt_cache(prompt_cache_size)
-        self._mask_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._mask_cache_size = mask_cache_size
-        self.masks_computed = 0       # layers whose step masks were computed (the rest came from the cache)
+        self._self_guided = opts.guidance_mode == "self" and opts.guidance > 1
+        self._lock = threading.RLock()
         self.frames = 0
         self.closed = False
         self.scene = None
         self.plan: Plan | None = None
-        self._bg_key = None
         self._inflight: torch.Tensor | None = None   # [T-1, C, h, w] latents at steps 1 .. T-1
         self._carried: torch.Tensor | None = None    # [T-1, C, h, w] the noise each of them carries
-        self._apply(model.check_scene(scene))
+        self._apply(builder.check(scene))
         self.set_seed(seed)
+
+    # -- what the caches did (tests, benchmarks) ------------------------------------------------------------------
+    @property
+    def prompts(self):
+        return self.builder.prompts
+
+    @property
+    def masks_computed(self) -> int:
+        return self.builder.masks_computed
 
     # -- edits ---------------------------------------------------------------------------------------------------
     def update(self, scene) -> None:
@@ -65,12 +81,12 @@ class StreamSession:
 
         Raises SemanticDrawError for a bad scene (or a new canvas size) and keeps streaming the old one.
         """
-        scene = self.model.check_scene(scene)
+        scene = self.builder.check(scene)
         with self._lock:
             self._check_open()
             if (scene.height, scene.width) != (self.scene.height, self.scene.width):
-                raise SemanticDrawError(f"The canvas size is fixed for a stream ({self.scene.width}x"
-                                        f"{self.scene.height}); start a new stream for {scene.width}x{scene.height}.")
+                raise SceneError(f"The canvas size is fixed for a stream ({self.scene.width}x{self.scene.height}); "
+                                 f"start a new stream for {scene.width}x{scene.height}.")
             self._apply(scene)
 
     def edit_layer(self, key: int | str, **fields) -> None:
@@ -79,11 +95,10 @@ class StreamSession:
             self._check_open()
             layers = list(self.scene.layers)
             index = self._layer_index(key, layers)
-            allowed = {"prompt", "negative_prompt", "mask", "mask_strength", "mask_blur", "prompt_strength", "name"}
-            unknown = set(fields) - allowed
+            unknown = set(fields) - set(LAYER_FIELDS)
             if unknown:
-                raise SemanticDrawError(f"Unknown layer field(s) {', '.join(sorted(unknown))}; "
-                                        f"a layer has {', '.join(sorted(allowed))}.")
+                raise SceneError(f"Unknown layer field(s) {', '.join(sorted(unknown))}; "
+                                 f"a layer has {', '.join(sorted(LAYER_FIELDS))}.")
             layers[index] = replace(layers[index], **fields)
             self.update(replace(self.scene, layers=layers))
 
@@ -91,10 +106,10 @@ class StreamSession:
         """Change the background: edit_background(prompt="a beach", image=None)."""
         with self._lock:
             self._check_open()
-            unknown = set(fields) - {"prompt", "negative_prompt", "image"}
+            unknown = set(fields) - set(BACKGROUND_FIELDS)
             if unknown:
-                raise SemanticDrawError(f"Unknown background field(s) {', '.join(sorted(unknown))}; "
-                                        "the background has prompt, negative_prompt and image.")
+                raise SceneError(f"Unknown background field(s) {', '.join(sorted(unknown))}; "
+                                 "the background has prompt, negative_prompt and image.")
             self.update(replace(self.scene, background=replace(self.scene.background, **fields)))
 
     @staticmethod
@@ -104,95 +119,55 @@ class StreamSession:
         names = [layer.name for layer in layers]
         if isinstance(key, str) and key in names:
             return names.index(key)
-        raise SemanticDrawError(f"There is no layer {key!r}; the layers are "
-                                f"{', '.join(repr(n) for n in names) or 'none'}.")
+        raise SceneError(f"There is no layer {key!r}; the layers are "
+                         f"{', '.join(repr(n) for n in names) or 'none'}.")
 
     def set_seed(self, seed: int) -> None:
         """New noise from the next frame on (the latents in flight keep going)."""
         with self._lock:
             self._check_open()
-            g = torch.Generator().manual_seed(int(seed))
+            noise = NoiseSource(seed, self.plan.z_bg.device)
             shape = (self.schedule.steps,) + tuple(self.plan.z_bg.shape[1:])
-            dev = self.plan.z_bg.device
-            self.seed = int(seed)
-            self._bg_noise = torch.randn((1,) + shape[1:], generator=g).to(dev)
-            self._slot_noise = torch.randn(shape, generator=g).to(dev)
+            self.seed = noise.seed
+            self._noise = noise
+            self._bg_noise = noise.draw((1,) + shape[1:])
+            self._slot_noise = noise.draw(shape)
 
     def _apply(self, scene) -> None:
-        model, backbone = self.model, self.model.backbone
-        check_canvas(backbone, scene.height, scene.width)
-        specs = layer_specs(scene)
-        f = backbone.vae_factor
-        h, w = scene.height // f, scene.width // f
-        masks = self._step_masks(specs, h, w)
-        cond, uncond = conditioning(specs, scene.background, self.prompts, self.opts.guidance_mode == "full")
-        image = scene.background.image
-        bg_key = None if image is None else _digest(np.asarray(image))
-        if self.plan is None or bg_key != self._bg_key:
-            z_bg, z_white = background_latents(backbone, image, h, w)
-            self._bg_key = bg_key
-        else:
-            z_bg, z_white = self.plan.z_bg, self.plan.z_white
-        tiling = self.plan.tiling if self.plan is not None else make_tiling(h, w, max(1, self.tile_size // f))
-        self.plan = Plan(self.schedule, tiling, masks, cond, uncond, z_bg, z_white, f)
+        self.plan = self.builder.build(scene)
         self.scene = scene
-
-    def _step_masks(self, specs: list[LayerSpec], h: int, w: int) -> torch.Tensor:
-        """[T, P, h, w]; a layer's masks are recomputed only when its mask, blur, strength or cover changed."""
-        dev = self.model.device
-        painted = np.stack([s.mask for s in specs])
-        above = np.flip(np.logical_or.accumulate(np.flip(painted, 0), 0), 0)
-        out = []
-        for p, spec in enumerate(specs):
-            cover = above[p + 1] if p + 1 < len(specs) else None
-            key = (_digest(spec.mask), None if cover is None else _digest(cover), spec.blur, spec.strength,
-                   self.cover_alpha)
-            steps = self._mask_cache.get(key)
-            if steps is None:
-                raw = torch.from_numpy(spec.mask).to(dev)
-                cov = None if cover is None else torch.from_numpy(np.ascontiguousarray(cover)).to(dev)
-                soft = M.prepare_layer(raw, cov, self.cover_alpha, spec.blur, spec.strength,
-                                       factor=self.model.backbone.vae_factor)
-                steps = M.quantize(soft, self.schedule.noise_levels, self.quantize)
-                self.masks_computed += 1
-                self._mask_cache[key] = steps
-                while len(self._mask_cache) > max(self._mask_cache_size, len(specs)):
-                    self._mask_cache.popitem(last=False)
-            self._mask_cache.move_to_end(key)
-            out.append(steps)
-        return torch.stack(out, 1)
 
     # -- frames --------------------------------------------------------------------------------------------------
     def next_frame(self, output: str = "pil"):
         """The next frame: a PIL image (or its latent [1, C, h, w] with output="latent")."""
         with self._lock:
             self._check_open()
-            plan, sched = self.plan, self.schedule
-            edit = self.scene.background.image is not None
-            fresh = initial_latent(plan, self._bg_noise, edit)
+            plan, T = self.plan, self.schedule.steps
+            fresh = initial_latent(plan, self._bg_noise, self.scene.background.image is not None)
             if self._inflight is None:
                 latent = self._fill(fresh)
             else:
-                T = sched.steps
                 x = torch.cat([fresh, self._inflight])
-                carried = torch.cat([self._bg_noise, self._carried])
-                res = region_step(self.model.model_fn, plan, self.opts, x, torch.arange(T), self._bg_noise,
-                                  noise=self._slot_noise, carried_eps=carried)
+                carried = torch.cat([self._bg_noise, self._carried]) if self._self_guided else None
+                res = self._step(x, torch.arange(T), self._slot_noise, carried)
                 self._keep(res.x0[:T - 1], res.x_next[:T - 1], torch.arange(1, T))
                 latent = res.x0[T - 1:]
             self.frames += 1
         if output == "latent":
             return latent
-        return self.model.decode(latent, tiny=self.tiny_decode)
+        return self.decoder(latent, tiny=self.tiny_decode)
+
+    def _step(self, x, steps, noise, carried):
+        return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,
+                           draw=self._noise.draw, carried=carried)
 
     def _fill(self, x: torch.Tensor) -> torch.Tensor:
         """First frame: one latent walks through every step; its intermediate latents become the slots in flight."""
-        sched, T = self.schedule, self.schedule.steps
+        T = self.schedule.steps
         carried = self._bg_noise
         kept_x0, kept_next = [], []
         for i in range(T):
-            res = region_step(self.model.model_fn, self.plan, self.opts, x, torch.tensor([i]), self._bg_noise,
-                              noise=self._slot_noise[i:i + 1], carried_eps=carried)
+            res = self._step(x, torch.tensor([i]), self._slot_noise[i:i + 1], carried if self._self_guided else None)
             kept_x0.append(res.x0)
             kept_next.append(res.x_next)
             if i + 1 < T:
@@ -214,10 +189,66 @@ class StreamSession:
         self._inflight = x_next
         self._carried = self._noise_in(x0, x_next, levels)
 
+    # -- the run loop --------------------------------------------------------------------------------------------
+    def run(self, edits: "queue.Queue | None" = None, *, time_limit: float | None = None, frames: int | None = None,
+            every_frame: bool = False, idle_wait: float = 0.25, settled_after: int = 2) -> Iterator[StreamEvent]:
+        """Stream until a ("stop", None) edit, ``time_limit`` seconds or ``frames`` frames.
+
+        ``edits`` (a queue.Queue or anything with get(timeout=) and get_nowait()) brings ("scene", Scene),
+        ("seed", int) and ("stop", None); before each frame every queued edit is applied (the newest scene and seed
+        win). Unless ``every_frame``, a frame equal to the last one is reported as "same", and after
+        ``settled_after`` of those the session computes nothing until the next edit ("idle" every ``idle_wait``
+        seconds): a stream nobody edits costs no GPU time.
+        """
+        start, times, last, same, idle, made = time.monotonic(), [], None, 0, False, 0
+        while True:
+            todo = _drain(edits, idle_wait if idle else None)
+            if any(kind == "stop" for kind, _ in todo):
+                return
+            if time_limit and time.monotonic() - start >= time_limit:
+                yield StreamEvent("timeout", made, 0.0, message=f"The stream stopped after its time limit of "
+                                                                 f"{time_limit:g} s. Start it again to continue.")
+                return
+            warning = self._apply_edits(todo)
+            if warning:
+                yield StreamEvent("warning", made, _fps(times), message=warning)
+            if todo:
+                idle, same = False, 0
+            if idle:
+                yield StreamEvent("idle", made, 0.0)
+                continue
+            image = self.next_frame()
+            made += 1
+            times = (times + [time.monotonic()])[-12:]
+            if every_frame:
+                yield StreamEvent("frame", made, _fps(times), image)
+            else:
+                digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+                same = same + 1 if digest == last else 0
+                last, idle = digest, same >= settled_after
+                yield StreamEvent("frame", made, _fps(times), image) if same == 0 else StreamEvent(
+                    "same", made, _fps(times))
+            if frames is not None and made >= frames:
+                return
+
+    def _apply_edits(self, todo: list[tuple[str, Any]]) -> str:
+        """Apply the newest scene and seed of ``todo``; the message of a refused scene, or ""."""
+        scenes = [payload for kind, payload in todo if kind == "scene"]
+        seeds = [payload for kind, payload in todo if kind == "seed"]
+        message = ""
+        if scenes:
+            try:
+                self.update(scenes[-1])
+            except SemanticDrawError as err:
+                message = str(err)
+        if seeds:
+            self.set_seed(seeds[-1])
+        return message
+
     # -- lifetime ------------------------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closed:
-            raise SemanticDrawError("This stream was closed; start a new one.")
+            raise SessionClosedError("This stream was closed; start a new one.")
 
     def close(self) -> None:
         """Stop and free the session's tensors (the model stays loaded)."""
@@ -225,11 +256,30 @@ class StreamSession:
             self.closed = True
             self.plan = None
             self._inflight = self._carried = self._bg_noise = self._slot_noise = None
-            self._mask_cache.clear()
-            self.prompts = None
+            self.builder.clear()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _drain(edits, wait: float | None) -> list:
+    """Everything queued now (after waiting up to ``wait`` seconds for the first item when given)."""
+    todo = []
+    if edits is None:
+        if wait:
+            time.sleep(wait)
+        return todo
+    try:
+        todo.append(edits.get(timeout=wait) if wait else edits.get_nowait())
+        while True:
+            todo.append(edits.get_nowait())
+    except queue.Empty:
+        pass
+    return todo
+
+
+def _fps(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0

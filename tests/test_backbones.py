@@ -8,7 +8,8 @@ import torch
 
 from semantic_draw.backbones import ADAPTERS, SD3Backbone, SD15Backbone, SDXLBackbone, adapter_for, family_of
 from semantic_draw.errors import SemanticDrawError
-from semantic_draw.loading import backbone_from_pipeline, build_tiny_pipeline, load_backbone
+from semantic_draw.loading import backbone_from_pipeline, load_backbone
+from semantic_draw.tiny import build_tiny_pipeline
 from semantic_draw.schedule import build_schedule
 
 FAMILIES = ("sd15", "sdxl", "sd3")

@@ -109,7 +109,7 @@ def test_streams_on_every_backbone(preset):
 
 @pytest.mark.parametrize("family", ["sd15", "sd3"])
 def test_from_pipeline_and_from_pretrained_match_the_preset(tmp_path, family):
-    from semantic_draw.loading import build_tiny_pipeline
+    from semantic_draw.tiny import build_tiny_pipeline
     preset = SemanticDraw.from_preset(f"tiny-{family}")
     scene = scenes()["single"]
     want = pixels(preset.generate(scene, seed=5, tile_size=64))

@@ -11,10 +11,11 @@ from peft import LoraConfig, get_peft_model
 from peft.utils import get_peft_model_state_dict
 
 from semantic_draw.errors import SemanticDrawError
-from semantic_draw.loading import (backbone_from_pipeline, build_tiny_pipeline, default_device_dtype,
-                                   family_of_single_file, load_backbone, load_pipeline)
+from semantic_draw.loading import (backbone_from_pipeline, default_device_dtype, family_of_single_file, load_backbone,
+                                   load_pipeline)
 from semantic_draw.presets import PRESETS, Preset, get_preset
 from semantic_draw.schedule import SAMPLERS, build_schedule
+from semantic_draw.tiny import build_tiny_pipeline
 
 FAMILIES = ("sd15", "sdxl", "sd3")
 TARGETS = ["to_q", "to_k", "to_v"]

@@ -11,7 +11,7 @@ import torch
 from analytic import AnalyticBackbone, target
 from scenes import rect_scene
 from semantic_draw.model import SemanticDraw
-from semantic_draw.oneshot import SamplerSettings
+from semantic_draw import SamplerSettings
 from semantic_draw.schedule import LCM_REFERENCE_TIMESTEPS
 
 LCM = SamplerSettings("lcm", timesteps=LCM_REFERENCE_TIMESTEPS)

@@ -10,7 +10,7 @@ import torch
 from analytic import AnalyticBackbone
 from scenes import rect_mask, rect_scene
 from semantic_draw import SemanticDraw, SemanticDrawError
-from semantic_draw.oneshot import SamplerSettings
+from semantic_draw import SamplerSettings
 from semantic_draw.schedule import LCM_REFERENCE_TIMESTEPS
 
 T = len(LCM_REFERENCE_TIMESTEPS)
@@ -182,7 +182,7 @@ def test_memory_stays_flat_over_200_frames_with_edits_and_closing_frees_the_sess
     baseline = live_tensors()
     edit_and_stream(200)        # 200 more frames, 40 more edits
     assert live_tensors() <= baseline + 4
-    assert len(session._mask_cache) <= 6 and len(session.prompts._rows) <= 6
+    assert len(session.builder._masks) <= 6 and len(session.prompts._rows) <= 6
 
     ref = weakref.ref(session._inflight)
     session.close()

@@ -1,7 +1,8 @@
 """What every backbone adapter (SD1.5, SDXL, SD3) offers the region sampler.
 
 The sampler never looks inside a backbone: it asks for prompt embeddings, for the raw model output on a batch of
-views, and for VAE encode/decode. Everything that differs between the families lives behind this interface.
+views (turned into (x0_hat, eps_hat) by the adapter's parametrization), and for VAE encode/decode. Everything that
+differs between the families lives behind this interface and in the family registry (registry.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ Cond = dict[str, torch.Tensor]
 
 
 class Backbone(ABC):
-    family: str = ""              # "sd15" | "sdxl" | "sd3"
+    family: str = ""              # the family's name in the registry ("sd15", "sdxl", "sd3", ...)
     prediction_type: str = "epsilon"  # "epsilon" (SD1.5, SDXL) or "flow" (SD3: the model predicts v = eps - x0)
     latent_channels: int = 4
     vae_factor: int = 8           # pixels per latent pixel
@@ -29,6 +30,12 @@ class Backbone(ABC):
         self.cover_alpha = cover_alpha    # default for masks covered by later layers
         self.tiny_vae = tiny_vae          # AutoencoderTiny or None
         self.scheduler_config = dict(pipe.scheduler.config)
+
+    @property
+    def parametrization(self):
+        """How the raw output becomes (x0_hat, eps_hat): backbones/parametrization.py."""
+        from .parametrization import PARAMETRIZATIONS
+        return PARAMETRIZATIONS[self.prediction_type]
 
     # -- placement ---------------------------------------------------------------------------------------------
     @property

@@ -14,14 +14,14 @@ from diffusers import (AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, F
                        LCMScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline,
                        StableDiffusionXLPipeline, UNet2DConditionModel)
 from tokenizers.pre_tokenizers import ByteLevel
-from ..errors import SemanticDrawError
 from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Config,
                           T5EncoderModel, T5Tokenizer)
 
+from .backbones.registry import get_family
+from .errors import OptionError
+
 TEXT_DIM = 16          # hidden size of each tiny CLIP text encoder
 MAX_TOKENS = 77        # CLIP context length, as in the real models
-# The noise schedule of SD1.5 and SDXL (their scheduler_config.json); SD3-medium uses flow matching with shift 3.
-_SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 def clip_tokenizer() -> CLIPTokenizer:
@@ -71,7 +71,7 @@ def _sd15():
     tok = clip_tokenizer()
     return StableDiffusionPipeline(
         vae=_vae(4, scaling_factor=0.18215), text_encoder=CLIPTextModel(_clip_config(len(tok))), tokenizer=tok,
-        unet=_unet(TEXT_DIM), scheduler=LCMScheduler(**_SD_BETAS, timestep_spacing="leading", steps_offset=1),
+        unet=_unet(TEXT_DIM), scheduler=LCMScheduler(**get_family("sd15").scheduler),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False), _tiny_vae(4)
 
 
@@ -83,7 +83,7 @@ def _sdxl():
     return StableDiffusionXLPipeline(
         vae=_vae(4, scaling_factor=0.13025), text_encoder=CLIPTextModel(_clip_config(len(tok))),
         text_encoder_2=CLIPTextModelWithProjection(_clip_config(len(tok))), tokenizer=tok, tokenizer_2=clip_tokenizer(),
-        unet=unet, scheduler=EulerDiscreteScheduler(**_SD_BETAS, timestep_spacing="trailing"),
+        unet=unet, scheduler=EulerDiscreteScheduler(**get_family("sdxl").scheduler),
         add_watermarker=False), _tiny_vae(4)
 
 
@@ -100,7 +100,7 @@ def _sd3(with_t5: bool):
         t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=joint_dim, d_kv=8, d_ff=joint_dim, num_layers=1,
                                      num_heads=2, relative_attention_num_buckets=8, decoder_start_token_id=0))
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**get_family("sd3").scheduler),
         vae=_vae(16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=CLIPTextModelWithProjection(_clip_config(len(tok))), tokenizer=tok,
         text_encoder_2=CLIPTextModelWithProjection(_clip_config(len(tok))), tokenizer_2=clip_tokenizer(),
@@ -108,15 +108,25 @@ def _sd3(with_t5: bool):
     return pipe, _tiny_vae(16)
 
 
+_BUILDERS = {"sd15": lambda with_t5: _sd15(), "sdxl": lambda with_t5: _sdxl(), "sd3": _sd3}
+
+
 def build_tiny(family: str, seed: int = 0, with_t5: bool = False):
     """(pipeline, tiny VAE) with random weights drawn from ``seed``; the global RNG is left untouched."""
-    builders = {"sd15": _sd15, "sdxl": _sdxl, "sd3": lambda: _sd3(with_t5)}
-    if family not in builders:
-        raise SemanticDrawError(f"Unknown model family {family!r}; choose one of sd15, sdxl, sd3.")
+    if family not in _BUILDERS:
+        raise OptionError(f"There is no tiny model of family {family!r}; choose one of {', '.join(_BUILDERS)}.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pipe, tiny_vae = builders[family]()
+        pipe, tiny_vae = _BUILDERS[family](with_t5)
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
             module.eval()
     return pipe, tiny_vae.eval()
+
+
+def build_tiny_pipeline(family: str, seed: int = 0, with_t5: bool = False):
+    """A random-weight pipeline in the family's real shapes (no download); its tiny VAE rides along as
+    ``pipe.tiny_vae``. The global RNG is untouched."""
+    pipe, tiny_vae = build_tiny(family, seed=seed, with_t5=with_t5)
+    pipe.tiny_vae = tiny_vae
+    return pipe

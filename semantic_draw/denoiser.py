@@ -1,0 +1,222 @@
+"""The denoiser layer: a batch of views in, (x0_hat, eps_hat) out, and the small wrappers that nest around it.
+
+``ModelDenoiser`` wraps a backbone once: the adapter's raw network call, turned into the common form by the adapter's
+parametrization (ALGORITHM.md section 1). Each wrapper adds one concern and passes everything else through:
+
+    SelfGuidance    residual CFG: the unconditional prediction is the noise the stream already carries
+    FullGuidance    classifier-free guidance on a doubled batch (negative prompt rows, then the prompts)
+    Batched         calls of at most ``batch_size`` views; halves the batch and retries on out-of-memory
+    Serialized      one model call at a time across threads and sessions
+    Counted         model calls and items, for tests, session stats and benchmarks
+    Timed           time inside the network (CUDA events on a GPU), for the benchmarks
+
+A model owns the inner part of the chain (``SemanticDraw.network`` -> Counted -> Serialized); a one-shot call or a
+stream session puts the guidance and batching its options ask for on top (``for_options``). A compiled or scheduled
+denoiser is one more wrapper. Wrappers override ``predict``, the network's own output (epsilon or flow velocity) for
+the views, so that guidance mixes predictions exactly where the diffusers pipelines do; ``__call__`` turns the
+final prediction into (x0_hat, eps_hat) once, at the top.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import torch
+
+from .backbones.base import Backbone, Cond
+from .errors import ResourceError
+from .schedule import Schedule
+from .timing import Clock
+
+
+@dataclass
+class Views:
+    """A batch of N views (items) and what the network is conditioned on."""
+    x: torch.Tensor                     # [N, C, vh, vw] inputs, x_t = alpha x0 + sigma eps
+    step: torch.Tensor                  # [N] long step index of each item in ``schedule``
+    schedule: Schedule
+    cond: Cond                          # N rows of prompt embeddings
+    crops: torch.Tensor                 # [N, 2] (top, left) pixel offset of each view in its canvas
+    uncond: Cond | None = None          # N rows of negative-prompt embeddings (full CFG)
+    carried: torch.Tensor | None = None  # [N, C, vh, vw] the noise each input carries (self guidance)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, items: slice) -> "Views":
+        def part(t):
+            return None if t is None else t[items]
+        return replace(self, x=self.x[items], step=self.step[items], crops=self.crops[items],
+                       cond={k: v[items] for k, v in self.cond.items()},
+                       uncond=None if self.uncond is None else {k: v[items] for k, v in self.uncond.items()},
+                       carried=part(self.carried))
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        """What the network is conditioned on at each item's step (diffusers' timesteps)."""
+        return self.schedule.table("timesteps", self.x.device)[self.step]
+
+
+class Denoiser:
+    """views -> (x0_hat, eps_hat). Subclasses give ``predict``, the network's raw output for the views."""
+    parametrization = None
+    fanout = 1   # network items per view (full CFG evaluates two)
+
+    def predict(self, views: Views) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+        k = views.schedule.coefficients(views.step, views.x.device)
+        return self.parametrization.split(self.predict(views), views.x, k)
+
+
+class ModelDenoiser(Denoiser):
+    """The backbone's network call, once per batch of views."""
+
+    def __init__(self, backbone: Backbone):
+        self.backbone = backbone
+        self.parametrization = backbone.parametrization
+
+    def predict(self, views: Views) -> torch.Tensor:
+        return self.backbone.model_output(views.x, views.timesteps, views.cond, views.crops)
+
+
+class Wrapper(Denoiser):
+    """A denoiser around another one: by default it passes everything through."""
+
+    def __init__(self, inner: Denoiser):
+        self.inner = inner
+
+    @property
+    def parametrization(self):
+        return self.inner.parametrization
+
+    @property
+    def fanout(self) -> int:
+        return self.inner.fanout
+
+    def predict(self, views: Views) -> torch.Tensor:
+        return self.inner.predict(views)
+
+
+class FullGuidance(Wrapper):
+    """Classifier-free guidance: out = u + scale (c - u) over one call of twice the views (negatives first)."""
+
+    def __init__(self, inner: Denoiser, scale: float):
+        super().__init__(inner)
+        self.scale = scale
+
+    @property
+    def fanout(self) -> int:
+        return 2 * self.inner.fanout
+
+    def predict(self, views: Views) -> torch.Tensor:
+        if views.uncond is None:
+            return self.inner.predict(views)
+        both = replace(views, x=torch.cat([views.x, views.x]), step=torch.cat([views.step, views.step]),
+                       crops=torch.cat([views.crops, views.crops]), uncond=None, carried=None,
+                       cond={k: torch.cat([views.uncond[k], v]) for k, v in views.cond.items()})
+        u, c = self.inner.predict(both).chunk(2)
+        return u + self.scale * (c - u)
+
+
+class SelfGuidance(Wrapper):
+    """Residual CFG (StreamDiffusion's self guidance): the noise a stream latent already carries stands in for the
+    unconditional prediction, eps <- eps_u + scale (eps_c - eps_u), at no extra model cost; x0_hat follows eps."""
+
+    def __init__(self, inner: Denoiser, scale: float):
+        super().__init__(inner)
+        self.scale = scale
+
+    def __call__(self, views: Views) -> tuple[torch.Tensor, torch.Tensor]:
+        x0, eps = self.inner(views)
+        if views.carried is None:
+            return x0, eps
+        eps_u = views.carried
+        eps = eps_u + self.scale * (eps - eps_u)
+        k = views.schedule.coefficients(views.step, views.x.device)
+        x0 = torch.where(k.alpha > 1e-3, (views.x - k.sigma * eps) / k.alpha.clamp_min(1e-3), x0)
+        return x0, eps
+
+
+class Batched(Wrapper):
+    """Calls of at most ``batch_size`` network items; on out-of-memory the batch is halved and the call retried, so a
+    step uses as many items per call as memory allows and gives the same image."""
+
+    def __init__(self, inner: Denoiser, batch_size: int):
+        super().__init__(inner)
+        self.batch_size = batch_size
+
+    def predict(self, views: Views) -> torch.Tensor:
+        chunk = max(1, self.batch_size // self.inner.fanout)
+        outs, a = [], 0
+        while a < len(views):
+            b = min(a + chunk, len(views))
+            try:
+                outs.append(self.inner.predict(views[a:b]))
+            except torch.OutOfMemoryError as err:
+                if b - a <= 1:
+                    raise ResourceError("Out of memory even for a single view of the canvas. Try a smaller tile "
+                                        "size, a smaller canvas, or free memory used by other programs.") from err
+                chunk = (b - a) // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            a = b
+        return torch.cat(outs)
+
+
+class Serialized(Wrapper):
+    """One network call at a time across every thread and session of a model (the weights are shared)."""
+
+    def __init__(self, inner: Denoiser, lock: threading.RLock):
+        super().__init__(inner)
+        self.lock = lock
+
+    def predict(self, views: Views) -> torch.Tensor:
+        with self.lock, torch.inference_mode():
+            return self.inner.predict(views)
+
+
+@dataclass
+class Counts:
+    calls: int = 0   # network calls (batched)
+    items: int = 0   # views evaluated (a CFG call counts both halves)
+
+    def reset(self) -> None:
+        self.calls = self.items = 0
+
+
+class Counted(Wrapper):
+    """Adds every network call and its items to ``counts`` (shared by whoever wants to read them)."""
+
+    def __init__(self, inner: Denoiser, counts: Counts | None = None):
+        super().__init__(inner)
+        self.counts = counts if counts is not None else Counts()
+
+    def predict(self, views: Views) -> torch.Tensor:
+        self.counts.calls += 1
+        self.counts.items += len(views)
+        return self.inner.predict(views)
+
+
+class Timed(Wrapper):
+    """Time inside the wrapped denoiser, added to ``clock`` under ``key`` (CUDA events: no sync inside a step)."""
+
+    def __init__(self, inner: Denoiser, clock: Clock, key: str = "model"):
+        super().__init__(inner)
+        self.clock, self.key = clock, key
+
+    def predict(self, views: Views) -> torch.Tensor:
+        with self.clock.span(self.key):
+            return self.inner.predict(views)
+
+
+def for_options(denoiser: Denoiser, guidance_mode: str, guidance: float, batch_size: int) -> Denoiser:
+    """What a call or session puts on top of the model's chain: guidance (full or self) and batching."""
+    if guidance_mode == "full":
+        denoiser = FullGuidance(denoiser, guidance)
+    denoiser = Batched(denoiser, batch_size)
+    if guidance_mode == "self" and guidance > 1:
+        denoiser = SelfGuidance(denoiser, guidance)
+    return denoiser

@@ -1,6 +1,7 @@
 """What bench/methods.py and bench/stream.py share: building the model (a tiny preset, or a full-size architecture
 with random weights), timing with device synchronization, the time spent inside the model and in decoding, peak
-memory, machine facts, markdown tables and a PIL bar chart.
+memory, machine facts, markdown tables and a PIL bar chart. Timing and the count-only network are denoiser wrappers
+attached to ``model.network`` (semantic_draw/denoiser.py), nothing is monkeypatched.
 """
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ import numpy as np
 import torch
 
 from bench.full_size import ROOT, build_full_pipeline  # also puts the repository root on sys.path
-from semantic_draw import SamplerSettings, SemanticDraw
+from semantic_draw import SemanticDraw
+from semantic_draw.denoiser import Timed, Wrapper
 from semantic_draw.loading import default_device_dtype
 from semantic_draw.presets import Preset, get_preset
+from semantic_draw.sizes import to_multiple
+from semantic_draw.timing import Clock
 
 
 # -- command line and model --------------------------------------------------------------------------------------
@@ -60,20 +64,18 @@ def build_model(args) -> SemanticDraw:
     preset = real_preset(args)
     device, dtype = default_device_dtype(args.device, args.dtype)
     if count_only:
-        from semantic_draw.loading import build_tiny_pipeline
+        from semantic_draw.tiny import build_tiny_pipeline
         pipe = build_tiny_pipeline(preset.family).to(device)
         pipe.tiny_vae.to(device)
         name = f"{preset.name} settings, tiny zero denoiser (counts only)"
     else:
         pipe = build_full_pipeline(preset.family, device=device, dtype=dtype)
         name = f"{preset.name} full size, random weights"
-    settings = SamplerSettings(preset.sampler, steps=preset.steps, timesteps=preset.timesteps,
-                               spacing=preset.spacing, eta=preset.eta)
-    model = SemanticDraw.from_pipeline(pipe, settings=settings, guidance=preset.guidance, name=name,
+    model = SemanticDraw.from_pipeline(pipe, settings=preset.settings, guidance=preset.guidance, name=name,
                                        native_size=preset.native_size, tile_size=preset.tile_size,
                                        cover_alpha=preset.cover_alpha)
     if count_only:
-        model.backbone.model_output = lambda x, timesteps, cond, crops=None: torch.zeros_like(x, dtype=torch.float32)
+        model.network = ZeroNetwork(model.network)
     return model
 
 
@@ -97,58 +99,27 @@ def timed(fn, device: torch.device):
     return out, time.perf_counter() - start
 
 
-class ModelClock:
-    """Seconds spent inside ``model.backbone.model_output`` ("model") and ``model.decode`` ("decode").
+@contextlib.contextmanager
+def clocked(model: SemanticDraw):
+    """A Clock of the seconds inside the model's network ("model") and decoder ("decode"): the library's Timed
+    wrapper goes around ``model.network`` and the decoder is wrapped the same way; both are put back afterwards.
+    CUDA: event time on the GPU stream (no extra synchronization inside a frame); CPU: wall time around the calls.
+    Open sessions after entering: a session keeps the network and decoder it started with."""
+    clock = Clock(model.device)
+    network, decoder = model.network, model.decoder
+    model.network = Timed(network, clock, "model")
+    model.decoder = clock.wrap(decoder, "decode")
+    try:
+        yield clock
+    finally:
+        model.network, model.decoder = network, decoder
 
-    Wraps the two methods on the instances (nothing is edited). On CUDA the spans are CUDA events on the stream's
-    timeline (no extra synchronization inside a frame); on CPU, perf_counter around the calls.
-    """
 
-    def __init__(self, model: SemanticDraw):
-        self.cuda = model.device.type == "cuda"
-        self.device = model.device
-        self._totals = {"model": 0.0, "decode": 0.0}
-        self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
-        self._wrapped: list[tuple[object, str, object]] = []
-        self._wrap(model.backbone, "model_output", "model")
-        self._wrap(model, "decode", "decode")
+class ZeroNetwork(Wrapper):
+    """The network replaced by zeros: every call and item is counted as before, no time means anything."""
 
-    def _wrap(self, obj, attr: str, key: str) -> None:
-        inner = getattr(obj, attr)
-
-        def wrapper(*args, **kwargs):
-            if self.cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                out = inner(*args, **kwargs)
-                end.record()
-                self._events.append((key, start, end))
-            else:
-                t0 = time.perf_counter()
-                out = inner(*args, **kwargs)
-                self._totals[key] += time.perf_counter() - t0
-            return out
-
-        self._wrapped.append((obj, attr, vars(obj).get(attr)))   # an instance attribute already there, or None
-        setattr(obj, attr, wrapper)
-
-    def take(self) -> dict[str, float]:
-        """Seconds per kind since the last take (synchronizes on CUDA)."""
-        if self._events:
-            sync(self.device)
-            for key, start, end in self._events:
-                self._totals[key] += start.elapsed_time(end) / 1000
-            self._events.clear()
-        out, self._totals = self._totals, {"model": 0.0, "decode": 0.0}
-        return out
-
-    def close(self) -> None:
-        for obj, attr, previous in reversed(self._wrapped):
-            if previous is None:
-                delattr(obj, attr)   # the class's method shows through again
-            else:
-                setattr(obj, attr, previous)
-        self._wrapped.clear()
+    def predict(self, views):
+        return torch.zeros_like(views.x, dtype=torch.float32)
 
 
 def median(values) -> float:
@@ -317,10 +288,6 @@ def write_outputs(out: str | None, stem: str, markdown: str, chart: tuple | None
     return written
 
 
-def round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-__all__ = ["ROOT", "add_model_args", "build_model", "real_preset", "is_tiny", "sync", "timed", "ModelClock",
+__all__ = ["ROOT", "add_model_args", "build_model", "real_preset", "is_tiny", "sync", "timed", "clocked", "ZeroNetwork",
            "median", "percentile", "PeakMemory", "weights_mib", "machine_lines", "markdown_table", "bar_chart",
-           "write_outputs", "round_to"]
+           "write_outputs", "to_multiple"]

@@ -2,7 +2,7 @@
 
 Random weights cost exactly what real weights cost (same shapes, same kernels), so these models time the real
 architectures offline. Tokenizers are the offline byte-level CLIP tokenizer of the tiny presets
-(semantic_draw/backbones/tiny.py); the text encoders keep the real vocabulary size (49408) so that every parameter
+(semantic_draw/tiny.py); the text encoders keep the real vocabulary size (49408) so that every parameter
 is there. The T5 encoder of SD3 is left out, as the `sd3` preset does (its tokens are zeros).
 
 Where the numbers come from (the components' config.json files on the Hugging Face Hub):
@@ -10,7 +10,8 @@ Where the numbers come from (the components' config.json files on the Hugging Fa
 - SDXL: stabilityai/stable-diffusion-xl-base-1.0 unet/, text_encoder/ (CLIP-L), text_encoder_2/ (OpenCLIP bigG
   with projection), vae/.
 - SD3: stabilityai/stable-diffusion-3-medium-diffusers transformer/, text_encoder/ (CLIP-L with projection),
-  text_encoder_2/ (CLIP-G with projection), vae/ (16 channels, no quant convs); scheduler shift 3.0.
+  text_encoder_2/ (CLIP-G with projection), vae/ (16 channels, no quant convs).
+- Schedulers: the family registry's (semantic_draw/backbones/registry.py).
 - Tiny VAEs: madebyollin/taesd, taesdxl, taesd3 (AutoencoderTiny: 64 channels, blocks (1,3,3,3) / (3,3,3,1)).
 Checked against copies of those config.json files found with the search tool (Hub pages such as
 huggingface.co/*/trained-sd3/blob/main/text_encoder_2/config.json copied from the SD3-medium snapshot, an offline
@@ -29,8 +30,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 SD15_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
@@ -74,7 +73,6 @@ TINY_VAE = dict(encoder_block_out_channels=(64, 64, 64, 64), decoder_block_out_c
 # Published sizes of the denoisers in parameters (SD1.5 UNet 859,520,964; SDXL-base UNet 2,567,463,684; SD3-medium
 # MMDiT "2B", 2,028,328,000), what `python bench/full_size.py` compares against.
 REFERENCE_PARAMS = {"sd15": 859_520_964, "sdxl": 2_567_463_684, "sd3": 2_028_328_000}
-DENOISER = {"sd15": "unet", "sdxl": "unet", "sd3": "transformer"}
 
 
 def _clip(cls_name: str, config: dict):
@@ -92,44 +90,47 @@ def _default_dtype(dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
+def _networks(family: str) -> dict:
+    """The family's text encoders and denoiser, full size (built inside the device / dtype context)."""
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+    builders = {
+        "sd15": lambda: dict(text_encoder=_clip("CLIPTextModel", CLIP_L), unet=UNet2DConditionModel(**SD15_UNET)),
+        "sdxl": lambda: dict(text_encoder=_clip("CLIPTextModel", CLIP_L),
+                             text_encoder_2=_clip("CLIPTextModelWithProjection", CLIP_G),
+                             unet=UNet2DConditionModel(**SDXL_UNET)),
+        "sd3": lambda: dict(text_encoder=_clip("CLIPTextModelWithProjection", CLIP_L),
+                            text_encoder_2=_clip("CLIPTextModelWithProjection", CLIP_G),
+                            transformer=SD3Transformer2DModel(**SD3_MEDIUM_TRANSFORMER)),
+    }
+    return builders[family]()
+
+
+# What each pipeline class needs besides its networks, VAE, tokenizers, scheduler and optional (left out) parts.
+PIPELINE_EXTRA = {"sd15": dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False),
+                  "sdxl": dict(add_watermarker=False)}
+
+
 def build_full_pipeline(family: str, device="cpu", dtype=torch.float32):
     """The family's diffusers pipeline in full size, random weights, on ``device`` in ``dtype``; the tiny VAE rides
     along as ``pipe.tiny_vae``. device="meta" allocates nothing (for counting parameters)."""
-    from diffusers import (AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler,
-                           LCMScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
-    from semantic_draw.backbones.tiny import clip_tokenizer
+    import diffusers
+    from diffusers import AutoencoderKL, AutoencoderTiny
+    from semantic_draw.backbones import get_family
+    from semantic_draw.tiny import clip_tokenizer
     if family not in VAE_EXTRA:
-        raise ValueError(f"Unknown family {family!r}; choose sd15, sdxl or sd3.")
+        raise ValueError(f"No full-size build of family {family!r}; choose one of {', '.join(VAE_EXTRA)}.")
+    spec = get_family(family)
     with torch.device(device), _default_dtype(dtype), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)   # weights drawn straight on the device, in the target dtype (no float32 copy first)
         vae = AutoencoderKL(**VAE, **VAE_EXTRA[family])
         tiny_vae = AutoencoderTiny(**TINY_VAE, latent_channels=VAE_EXTRA[family]["latent_channels"])
-        if family == "sd15":
-            nets = dict(text_encoder=_clip("CLIPTextModel", CLIP_L), unet=UNet2DConditionModel(**SD15_UNET))
-        elif family == "sdxl":
-            nets = dict(text_encoder=_clip("CLIPTextModel", CLIP_L),
-                        text_encoder_2=_clip("CLIPTextModelWithProjection", CLIP_G),
-                        unet=UNet2DConditionModel(**SDXL_UNET))
-        else:
-            nets = dict(text_encoder=_clip("CLIPTextModelWithProjection", CLIP_L),
-                        text_encoder_2=_clip("CLIPTextModelWithProjection", CLIP_G),
-                        transformer=SD3Transformer2DModel(**SD3_MEDIUM_TRANSFORMER))
+        nets = _networks(family)
     # Schedulers and tokenizers hold CPU tables: built outside the device context.
-    if family == "sd15":
-        pipe = StableDiffusionPipeline(
-            vae=vae, tokenizer=clip_tokenizer(), **nets,
-            scheduler=LCMScheduler(**SD_BETAS, timestep_spacing="leading", steps_offset=1),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    elif family == "sdxl":
-        pipe = StableDiffusionXLPipeline(
-            vae=vae, tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), **nets,
-            scheduler=EulerDiscreteScheduler(**SD_BETAS, timestep_spacing="trailing"), add_watermarker=False)
-    else:
-        pipe = StableDiffusion3Pipeline(
-            vae=vae, tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), **nets,
-            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
-            text_encoder_3=None, tokenizer_3=None)
+    tokenizers = {name.replace("text_encoder", "tokenizer"): clip_tokenizer() for name in nets
+                  if name.startswith("text_encoder")}
+    left_out = {name: None for name in spec.optional_components}
+    pipe = getattr(diffusers, spec.pipeline)(vae=vae, scheduler=spec.build_scheduler(), **tokenizers, **nets,
+                                             **left_out, **PIPELINE_EXTRA.get(family, {}))
     for module in [*pipe.components.values(), tiny_vae]:
         if isinstance(module, torch.nn.Module):
             module.eval().requires_grad_(False)
@@ -149,7 +150,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for family in ("sd15", "sdxl", "sd3"):
         counts = parameter_counts(build_full_pipeline(family, device="meta"))
-        main_part = counts.pop(DENOISER[family])
+        from semantic_draw.backbones import get_family
+        main_part = counts.pop(get_family(family).denoiser)
         ref = REFERENCE_PARAMS[family]
         others = ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in counts.items())
         print(f"| {family} | {main_part:,} | {ref / 1e9:.3f}B | {100 * (main_part - ref) / ref:+.2f}% | {others} |")

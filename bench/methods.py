@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (ROOT, ModelClock, PeakMemory, add_model_args, build_model, is_tiny, machine_lines,  # noqa: E402
-                          markdown_table, median, real_preset, round_to, timed, write_outputs)
+from bench.common import (ROOT, PeakMemory, add_model_args, build_model, clocked, is_tiny, machine_lines,  # noqa: E402
+                          markdown_table, median, real_preset, timed, to_multiple, write_outputs)
 from semantic_draw import METHODS, Scene  # noqa: E402
-from semantic_draw.model import REFERENCE_GUIDANCE  # noqa: E402
 from semantic_draw.oneshot import method_settings  # noqa: E402
 from semantic_draw.presets import get_preset  # noqa: E402
+from semantic_draw.sizes import keep_aspect  # noqa: E402
 
 TINY_HEIGHT = 96   # default canvas height for tiny presets (Irworobongdo 768x1920 -> 96x240)
 GOAL = 10.0        # SemanticDraw should be at least this many times faster than multidiffusion
@@ -45,17 +45,12 @@ def parse_args(argv=None):
 def canvas(args, scene: Scene, multiple: int) -> tuple[int, int]:
     """(height, width): as given; one side given keeps the scene's aspect; none: the scene (full size) or 96 px high
     (tiny presets)."""
-    aspect = scene.width / scene.height
     height, width = args.height, args.width
     if height is None and width is None:
         if not is_tiny(args):
             return scene.height, scene.width
         height = TINY_HEIGHT
-    if width is None:
-        width = round_to(height * aspect, multiple)
-    if height is None:
-        height = round_to(width / aspect, multiple)
-    return height, width
+    return keep_aspect(height, width, scene.width / scene.height, multiple)
 
 
 def tile_size(args, model, scene: Scene, width: int) -> int | None:
@@ -63,13 +58,12 @@ def tile_size(args, model, scene: Scene, width: int) -> int | None:
     if args.tile_size or not is_tiny(args):
         return args.tile_size
     real_tile = get_preset(model.family).tile_size
-    return round_to(real_tile * width / scene.width, 16)
+    return to_multiple(real_tile * width / scene.width, 16)
 
 
 def describe(model, method: str) -> tuple[str, int, str]:
     """(sampler, steps, guidance) of a method, as the library defines it."""
-    settings, opts = method_settings(method, model.settings, model.step_options(), model.family,
-                                     REFERENCE_GUIDANCE[model.family])
+    settings, opts = method_settings(method, model.settings, model.step_options(), model.spec)
     guidance = f"CFG {opts.guidance:g}" if opts.guidance_mode == "full" else "none"
     return settings.sampler, model.schedule(settings).steps, guidance
 
@@ -86,22 +80,19 @@ def scaled_scene(original: Scene, height: int, width: int) -> Scene:
 
 
 def run_method(model, scene: Scene, method: str, args, tile: int | None) -> dict:
-    clock = ModelClock(model)
     kwargs = dict(seed=args.seed, method=method, batch_size=args.batch_size, tile_size=tile)
-    try:
+    with clocked(model) as clock:
         for _ in range(args.warmup):
             model.generate(scene, **kwargs)
         clock.take()
         times, inside, peaks = [], [], []
         for _ in range(args.repeats):
-            model.calls = model.items = 0
+            model.counts.reset()
             with PeakMemory(model.device) as mem:
                 image, seconds = timed(lambda: model.generate(scene, **kwargs), model.device)
             times.append(seconds)
-            inside.append(clock.take()["model"] / seconds)
+            inside.append(clock.take("model")["model"] / seconds)
             peaks.append(mem.mib)
-    finally:
-        clock.close()
     sampler, steps, guidance = describe(model, method)
     return dict(method=method, sampler=sampler, steps=steps, guidance=guidance,
                 time=median(times), min=min(times), max=max(times), calls=model.calls, items=model.items,

@@ -6,8 +6,8 @@
 
 Scenes are synthetic: N rectangles and ellipses spread over the canvas on a grid, over a background prompt. For each
 N the stream is filled (first frame) and warmed up, then --frames frames are timed one by one (device synchronized;
-a frame ends when its PIL image exists). The time inside the denoiser (``backbone.model_output``) and inside the
-tiny-VAE decode (``model.decode``) is measured per frame; the rest is "other" (region step, masks, bookkeeping).
+a frame ends when its PIL image exists). The time inside the network (a Timed wrapper on ``model.network``) and
+inside the tiny-VAE decode (``model.decoder``) is measured per frame; the rest is "other" (region step, masks, bookkeeping).
 The same scene is then generated one-shot (``model.generate``, full VAE decode) --oneshot-repeats times.
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (ModelClock, PeakMemory, add_model_args, build_model, is_tiny, machine_lines,  # noqa: E402
-                          markdown_table, median, percentile, real_preset, round_to, sync, timed, write_outputs)
+from bench.common import (PeakMemory, add_model_args, build_model, clocked, is_tiny, machine_lines,  # noqa: E402
+                          markdown_table, median, percentile, real_preset, sync, timed, to_multiple, write_outputs)
+from semantic_draw.sizes import keep_aspect  # noqa: E402
 from semantic_draw import Background, Layer, Scene  # noqa: E402
 
 TINY_CANVAS = 128      # default canvas side for tiny presets
@@ -68,36 +69,33 @@ def canvas(args, model) -> tuple[int, int]:
         default = (TINY_CANVAS, TINY_CANVAS)
     else:
         default = real_preset(args).canvas
-    height = args.height or (round_to(args.width * default[0] / default[1], 16) if args.width else default[0])
-    width = args.width or (round_to(height * default[1] / default[0], 16) if args.height else default[1])
-    return height, width
+    if not (args.height or args.width):
+        return default
+    return keep_aspect(args.height, args.width, default[1] / default[0], 16)
 
 
 def tile_size(args, height: int, width: int) -> int | None:
     """--tile-size, or for a tiny preset one view over the whole canvas (as SD1.5's 768 px tile on 512x512)."""
     if args.tile_size or not is_tiny(args):
         return args.tile_size
-    return round_to(max(height, width), 16)
+    return to_multiple(max(height, width), 16)
 
 
 def measure_stream(model, scene: Scene, args, tile) -> dict:
-    clock = ModelClock(model)
-    try:
+    with clocked(model) as clock:
         session = model.stream(scene, seed=args.seed, tile_size=tile)
         for _ in range(1 + args.warmup):       # the first frame fills the pipeline (one latent walks every step)
             session.next_frame()
         clock.take()
-        model.calls = model.items = 0
+        model.counts.reset()
         times, parts = [], []
         with PeakMemory(model.device) as mem:
             for _ in range(args.frames):
                 _, seconds = timed(session.next_frame, model.device)
                 times.append(seconds)
-                parts.append(clock.take())
+                parts.append(clock.take("model", "decode"))
         slots = session.schedule.steps
         session.close()
-    finally:
-        clock.close()
     total = sum(times)
     model_s = sum(p["model"] for p in parts)
     decode_s = sum(p["decode"] for p in parts)
@@ -111,7 +109,7 @@ def measure_oneshot(model, scene: Scene, args, tile) -> dict:
     model.generate(scene, seed=args.seed, tile_size=tile)   # warm-up
     times = []
     for _ in range(args.oneshot_repeats):
-        model.calls = model.items = 0
+        model.counts.reset()
         times.append(timed(lambda: model.generate(scene, seed=args.seed, tile_size=tile), model.device)[1])
     return dict(time=median(times), calls=model.calls, items=model.items)
 

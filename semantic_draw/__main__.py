@@ -36,12 +36,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def load_model(args):
     from .model import SemanticDraw
-    if args.model:
-        return SemanticDraw.from_pretrained(args.model, family=args.family, loras=args.lora, device=args.device,
-                                            dtype=args.dtype)
-    if args.lora:
-        raise SemanticDrawError("--lora goes with --model (presets bring their own LoRAs).")
-    return SemanticDraw.from_preset(args.preset or "sd15", device=args.device, dtype=args.dtype)
+    return SemanticDraw.load(args.preset, model=args.model, family=args.family, loras=args.lora, device=args.device,
+                             dtype=args.dtype)
 
 
 def load_scene(args):
@@ -91,12 +87,12 @@ def cmd_stream(args) -> int:
     model = load_model(args)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    fps = 0.0
     with model.stream(scene, seed=args.seed) as session:
-        start = time.perf_counter()
-        for i in range(args.frames):
-            session.next_frame().save(out / f"frame_{i:04d}.png")
-        elapsed = time.perf_counter() - start
-    print(f"{args.frames} frames in {out} ({args.frames / elapsed:.2f} frames/s, first frame fills the pipeline)")
+        for event in session.run(frames=args.frames, every_frame=True):
+            event.image.save(out / f"frame_{event.frames - 1:04d}.png")
+            fps = event.fps
+    print(f"{args.frames} frames in {out} ({fps:.2f} frames/s after the first, which fills the pipeline)")
     return 0
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from .backbones.base import Backbone
 from .backbones.registry import Family, get_family
 from .denoiser import Counted, Counts, Denoiser, ModelDenoiser, Serialized, for_options
-from .errors import OptionError
+from .errors import LoadError, OptionError
 from .noise import NoiseSource
 from .oneshot import StepInfo, method_settings, sample
 from .plan import PlanBuilder
@@ -64,6 +64,21 @@ class SemanticDraw:
         self.decoder = Decoder(backbone, self._lock)
 
     # -- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, preset: str | None = None, *, model: str | None = None, family: str | None = None, loras=(),
+             device=None, dtype=None, **kwargs) -> "SemanticDraw":
+        """What the command line and the app load: a named ``preset`` (default "sd15"), or any checkpoint ``model``
+        (hub id, diffusers folder, .safetensors file) with optional ``loras``. One LoadError when it cannot."""
+        if model and preset:
+            raise LoadError("Give a preset or a model, not both.")
+        if model:
+            return cls.from_pretrained(model, family=family, loras=loras, device=device, dtype=dtype, **kwargs)
+        if loras:
+            raise LoadError("LoRAs go with a model (--model); presets bring their own.")
+        if family:
+            raise LoadError("A family goes with a model (--model); presets know theirs.")
+        return cls.from_preset(preset or "sd15", device=device, dtype=dtype, **kwargs)
+
     @classmethod
     def from_preset(cls, name: str = "sd15", device=None, dtype=None, **kwargs) -> "SemanticDraw":
         from .loading import load_backbone

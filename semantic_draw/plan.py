@@ -21,6 +21,7 @@ from . import masks as M
 from .backbones.base import Backbone, Cond
 from .errors import ResourceError, SceneError
 from .schedule import Schedule
+from .sizes import fit
 from .tiles import Tiling, make_tiling
 
 
@@ -162,8 +163,9 @@ def check_scene(scene, max_pixels: int | None = None):
 
 def check_canvas(multiple: int, height: int, width: int) -> None:
     if height % multiple or width % multiple:
+        h, w = fit(height, width, multiple)
         raise SceneError(f"This model needs a canvas whose sides are multiples of {multiple} pixels; "
-                         f"{width}x{height} is not. Try {width // multiple * multiple}x{height // multiple * multiple}.")
+                         f"{width}x{height} is not. Try {w}x{h}.")
 
 
 class PlanBuilder:

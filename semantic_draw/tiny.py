@@ -10,9 +10,8 @@ from __future__ import annotations
 import string
 
 import torch
-from diffusers import (AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler,
-                       LCMScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline,
-                       StableDiffusionXLPipeline, UNet2DConditionModel)
+from diffusers import (AutoencoderKL, AutoencoderTiny, SD3Transformer2DModel, StableDiffusion3Pipeline,
+                       StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Config,
                           T5EncoderModel, T5Tokenizer)
@@ -71,7 +70,7 @@ def _sd15():
     tok = clip_tokenizer()
     return StableDiffusionPipeline(
         vae=_vae(4, scaling_factor=0.18215), text_encoder=CLIPTextModel(_clip_config(len(tok))), tokenizer=tok,
-        unet=_unet(TEXT_DIM), scheduler=LCMScheduler(**get_family("sd15").scheduler),
+        unet=_unet(TEXT_DIM), scheduler=get_family("sd15").build_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False), _tiny_vae(4)
 
 
@@ -83,7 +82,7 @@ def _sdxl():
     return StableDiffusionXLPipeline(
         vae=_vae(4, scaling_factor=0.13025), text_encoder=CLIPTextModel(_clip_config(len(tok))),
         text_encoder_2=CLIPTextModelWithProjection(_clip_config(len(tok))), tokenizer=tok, tokenizer_2=clip_tokenizer(),
-        unet=unet, scheduler=EulerDiscreteScheduler(**get_family("sdxl").scheduler),
+        unet=unet, scheduler=get_family("sdxl").build_scheduler(),
         add_watermarker=False), _tiny_vae(4)
 
 
@@ -100,7 +99,7 @@ def _sd3(with_t5: bool):
         t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=joint_dim, d_kv=8, d_ff=joint_dim, num_layers=1,
                                      num_heads=2, relative_attention_num_buckets=8, decoder_start_token_id=0))
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**get_family("sd3").scheduler),
+        transformer=transformer, scheduler=get_family("sd3").build_scheduler(),
         vae=_vae(16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=CLIPTextModelWithProjection(_clip_config(len(tok))), tokenizer=tok,
         text_encoder_2=CLIPTextModelWithProjection(_clip_config(len(tok))), tokenizer_2=clip_tokenizer(),

@@ -28,7 +28,8 @@ class Family:
     sampler: SamplerSettings             # few-step default for a model loaded without a preset
     reference: SamplerSettings           # the 50-step reference baseline ("multidiffusion")
     reference_guidance: float            # its classifier-free guidance scale
-    scheduler: dict                      # the base model's scheduler settings (for models built from configs)
+    scheduler_class: str                 # the diffusers scheduler of a model built from configs (tiny, bench)
+    scheduler: dict                      # ... and its settings: the base model's noise schedule
     optional_components: tuple[str, ...] = ()   # components left out unless asked (SD3's T5 encoder)
     upcast_vae_in_fp16: bool = False     # the pipeline runs this VAE in float32 when the model is float16
     text_encoder_keys: dict = field(default_factory=dict)   # component -> key prefix in a single-file checkpoint
@@ -46,6 +47,11 @@ class Family:
     @property
     def prediction_type(self) -> str:
         return self.adapter.prediction_type
+
+    def build_scheduler(self):
+        """A fresh scheduler with the family's noise schedule (for pipelines built from configs)."""
+        import diffusers
+        return getattr(diffusers, self.scheduler_class)(**self.scheduler)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -129,7 +135,7 @@ def _builtin() -> None:
         SD15Backbone, "StableDiffusionPipeline", ("StableDiffusion", "LatentConsistencyModel"), "unet",
         native_size=512, tile_factor=1.5, cover_alpha=0.3,
         sampler=SamplerSettings("lcm", timesteps=LCM_REFERENCE_TIMESTEPS), reference=_DDIM_50, reference_guidance=7.5,
-        scheduler=dict(_SD_BETAS, timestep_spacing="leading", steps_offset=1),
+        scheduler_class="LCMScheduler", scheduler=dict(_SD_BETAS, timestep_spacing="leading", steps_offset=1),
         text_encoder_keys={"text_encoder": "cond_stage_model.transformer."},
         detect=lambda pipe: unet(pipe) is not None and unet(pipe).config.get("addition_embed_type") != "text_time",
         single_file=lambda keys: _has(keys, "model.diffusion_model.input_blocks.") and not _has(
@@ -138,7 +144,8 @@ def _builtin() -> None:
         SDXLBackbone, "StableDiffusionXLPipeline", ("StableDiffusionXL",), "unet",
         native_size=1024, tile_factor=1.0, cover_alpha=0.1,
         sampler=SamplerSettings("euler", steps=4, spacing="trailing"), reference=_DDIM_50, reference_guidance=7.5,
-        scheduler=dict(_SD_BETAS, timestep_spacing="trailing"), upcast_vae_in_fp16=True,
+        scheduler_class="EulerDiscreteScheduler", scheduler=dict(_SD_BETAS, timestep_spacing="trailing"),
+        upcast_vae_in_fp16=True,
         text_encoder_keys={"text_encoder": "conditioner.embedders.0.transformer.",
                            "text_encoder_2": "conditioner.embedders.1.model."},
         detect=lambda pipe: unet(pipe) is not None and unet(pipe).config.get("addition_embed_type") == "text_time",
@@ -147,7 +154,8 @@ def _builtin() -> None:
         SD3Backbone, "StableDiffusion3Pipeline", ("StableDiffusion3",), "transformer",
         native_size=1024, tile_factor=1.0, cover_alpha=0.1,
         sampler=SamplerSettings("flash", steps=4), reference=SamplerSettings("flow", steps=50, quantize="none"),
-        reference_guidance=7.0, scheduler=dict(num_train_timesteps=1000, shift=3.0),
+        reference_guidance=7.0, scheduler_class="FlowMatchEulerDiscreteScheduler",
+        scheduler=dict(num_train_timesteps=1000, shift=3.0),
         optional_components=("text_encoder_3", "tokenizer_3"),
         text_encoder_keys={"text_encoder": "text_encoders.clip_l.", "text_encoder_2": "text_encoders.clip_g.",
                            "text_encoder_3": "text_encoders.t5xxl."},

@@ -148,7 +148,7 @@ def parameter_counts(pipe) -> dict[str, int]:
 def main() -> None:
     print("| family | denoiser params | published | difference | other components |")
     print("|---|---|---|---|---|")
-    for family in ("sd15", "sdxl", "sd3"):
+    for family in VAE_EXTRA:
         counts = parameter_counts(build_full_pipeline(family, device="meta"))
         from semantic_draw.backbones import get_family
         main_part = counts.pop(get_family(family).denoiser)

@@ -213,3 +213,41 @@ def test_guidance_modes_in_the_stream():
     assert not torch.allclose(got["none"], got["self"])
     with pytest.raises(SemanticDrawError, match="guidance mode"):
         model.stream(scene, guidance_mode="loud")
+
+
+def test_the_run_loop_applies_queued_edits_settles_and_stops():
+    import queue
+    model, _ = model_and_backbone()
+    scene = scene_with(2)
+    session = model.stream(scene, seed=0)
+    edits = queue.Queue()
+    run = session.run(edits, idle_wait=0.01)
+    kinds = [next(run).kind for _ in range(6)]
+    assert kinds[0] == "frame" and "same" in kinds and kinds[-1] == "idle"   # the analytic picture settles
+    calls = model.calls
+    assert next(run).kind == "idle" and model.calls == calls                  # settled: nothing is computed
+    edited = scene_with(2)
+    edited.layers[0].prompt = "a lighthouse"
+    edits.put(("scene", scene_with(3)))
+    edits.put(("scene", edited))                                              # the newest scene wins
+    edits.put(("seed", 5))
+    event = next(run)
+    computed = sum(k in ("frame", "same") for k in kinds)
+    assert event.kind == "frame" and event.image.size == (64, 64) and event.frames == computed + 1
+    assert session.scene.layers[0].prompt == "a lighthouse" and len(session.scene.layers) == 2
+    assert session.seed == 5 and model.calls == calls + 1
+    edits.put(("scene", type(scene)(64, 64, [], scene.background.__class__(""))))   # nothing to draw: refused
+    assert next(run).kind == "warning" and len(session.scene.layers) == 2
+    edits.put(("stop", None))
+    assert [e.kind for e in run if e.kind not in ("frame", "same", "idle")] == []   # ends without more events
+    session.close()
+
+
+def test_the_run_loop_reports_frames_per_second_and_ends_at_its_limits():
+    model, _ = noisy_model()
+    with model.stream(scene_with(2), seed=0) as session:
+        events = list(session.run(frames=5, every_frame=True))
+        assert [e.kind for e in events] == ["frame"] * 5 and [e.frames for e in events] == [1, 2, 3, 4, 5]
+        assert events[-1].fps > 0 and events[0].fps == 0
+        timed = list(session.run(time_limit=0.05, every_frame=True))
+        assert timed[-1].kind == "timeout" and "time limit" in timed[-1].message

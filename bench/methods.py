@@ -50,7 +50,7 @@ def canvas(args, scene: Scene, multiple: int) -> tuple[int, int]:
         if not is_tiny(args):
             return scene.height, scene.width
         height = TINY_HEIGHT
-    return keep_aspect(height, width, scene.width / scene.height, multiple)
+    return keep_aspect(height, width, (scene.height, scene.width), multiple)
 
 
 def tile_size(args, model, scene: Scene, width: int) -> int | None:

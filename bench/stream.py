@@ -72,7 +72,7 @@ def canvas(args, model) -> tuple[int, int]:
         default = real_preset(args).canvas
     if not (args.height or args.width):
         return default
-    return keep_aspect(args.height, args.width, default[1] / default[0], 16)
+    return keep_aspect(args.height, args.width, default, 16)
 
 
 def tile_size(args, height: int, width: int) -> int | None:

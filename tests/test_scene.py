@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from scenes import ASSETS, FIXTURES, fixture_scene, rect_mask, rect_scene
-from semantic_draw.errors import SemanticDrawError
+from semantic_draw.errors import ResourceError, SceneError, SemanticDrawError
 from semantic_draw.scene import PALETTE_FORMAT, Background, Layer, Scene, palette_colors
+import semantic_draw.palette as palette_module
 import semantic_draw.scene as scene_module
 
 LAYER_FIELDS = ("prompt", "name", "negative_prompt", "mask_strength", "mask_blur", "prompt_strength")
@@ -371,7 +372,7 @@ def test_zip_escaping_names_and_bombs_are_refused(tmp_path, monkeypatch):
         Scene.load(tmp_path / "escape.zip")
 
     rect_scene(64, 64).save(tmp_path / "ok.zip")
-    monkeypatch.setattr(scene_module, "MAX_PALETTE_BYTES", 100)
+    monkeypatch.setattr(palette_module, "MAX_PALETTE_BYTES", 100)
     with pytest.raises(SemanticDrawError, match="unpacks to more than"):
         Scene.load(tmp_path / "ok.zip")
 
@@ -390,6 +391,69 @@ def test_from_dict_without_base_takes_masks_as_given():
     d = {"height": 16, "width": 16, "layers": [{"prompt": "x", "mask": np.ones((16, 16), bool)}]}
     scene = Scene.from_dict(d).validate()
     assert scene.layers[0].mask.all() and scene.layers[0].mask_blur == 8.0
+
+
+def test_from_dict_with_base_reads_the_files_of_a_palette_folder(tmp_path):
+    scene = rich_scene()
+    scene.save(tmp_path / "p")
+    d = json.loads((tmp_path / "p" / "scene.json").read_text("utf-8"))
+    assert d == scene.to_dict()
+    assert_same_scene(Scene.from_dict(d, base=tmp_path / "p").validate(), scene)
+
+
+def test_palette_format_is_still_importable_from_scene():
+    assert scene_module.PALETTE_FORMAT is palette_module.PALETTE_FORMAT == PALETTE_FORMAT
+    with pytest.raises(AttributeError):
+        scene_module.NO_SUCH_NAME
+
+
+# ---------------------------------------------------------------- error types
+
+@pytest.mark.parametrize("case", BAD_SCENES)
+def test_bad_scenes_raise_scene_errors_and_a_canvas_too_large_a_resource_error(case):
+    with pytest.raises(ResourceError if case == "too big" else SceneError) as info:
+        BAD_SCENES[case][0]().validate()
+    assert (type(info.value) is ResourceError) == (case == "too big")
+
+
+def test_canvas_sides_above_max_side_raise_resource_error():
+    with pytest.raises(ResourceError, match="maximum of 32"):
+        rect_scene(64, 64).validate(max_side=32)
+    with pytest.raises(ResourceError, match="maximum of 8192"):
+        rect_scene(64, 64).resized(width=9000)
+    with pytest.raises(SceneError, match="try 64"):
+        rect_scene(64, 64).resized(60, 60)
+
+
+def test_oversized_image_file_raises_resource_error_with_its_own_message(tmp_path):
+    Image.new("1", (scene_module.MAX_IMAGE_SIDE + 8, 8)).save(tmp_path / "wide.png")
+    with pytest.raises(ResourceError) as info:
+        Scene(64, 64, [ok_layer(mask=tmp_path / "wide.png")]).validate()
+    assert str(info.value) == f"Brush 1: the mask is {scene_module.MAX_IMAGE_SIDE + 8}x8 pixels, larger than " \
+                              f"{scene_module.MAX_IMAGE_SIDE} on a side."
+
+
+def test_zip_over_the_size_limit_raises_resource_error(tmp_path, monkeypatch):
+    rect_scene(64, 64).save(tmp_path / "ok.zip")
+    monkeypatch.setattr(palette_module, "MAX_PALETTE_BYTES", 100)
+    with pytest.raises(ResourceError, match=r"^Cannot load palette .*ok\.zip.*unpacks to more than"):
+        Scene.load(tmp_path / "ok.zip")
+
+
+@pytest.mark.parametrize("case", BAD_PALETTES)
+def test_loaded_palette_errors_keep_their_subclass(tmp_path, case):
+    edit, files, _ = BAD_PALETTES[case]
+    with pytest.raises(SceneError, match="^Cannot load palette") as info:
+        Scene.load(palette_dir(tmp_path, edit, files))
+    assert type(info.value) is SceneError
+
+
+def test_loaded_palette_too_large_for_max_side_raises_resource_error(tmp_path):
+    folder = palette_dir(tmp_path)
+    with pytest.raises(ResourceError, match=r"^Cannot load palette .*maximum of 32 pixels"):
+        Scene.load(folder, max_side=32)
+    with pytest.raises(SceneError, match="^Cannot load palette .*no such file"):
+        Scene.load(tmp_path / "missing")
 
 
 # ---------------------------------------------------------------- colours, preview, helpers
@@ -431,3 +495,11 @@ def test_scene_module_stays_free_of_heavy_imports():
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & {"torch", "diffusers", "gradio", "transformers"}
+
+
+def test_palette_module_stays_free_of_heavy_imports():
+    tree = ast.parse(Path(palette_module.__file__).read_text())
+    nodes = list(ast.walk(tree))
+    roots = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    roots |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
+    assert not roots & {"torch", "diffusers", "gradio", "transformers"}

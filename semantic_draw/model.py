@@ -102,32 +102,13 @@ class SemanticDraw:
         from .loading import backbone_from_pipeline
         return cls(backbone_from_pipeline(pipe, **backbone_kwargs), settings, guidance=guidance, name=name)
 
-    # -- facts ---------------------------------------------------------------------------------------------------
-    @property
-    def family(self) -> str:
-        return self.backbone.family
-
-    @property
-    def size_multiple(self) -> int:
-        return self.backbone.size_multiple
-
-    @property
-    def native_size(self) -> int:
-        return self.backbone.native_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.backbone.device
-
-    @property
-    def calls(self) -> int:
-        """Network calls so far (batched), all callers and sessions together."""
-        return self.counts.calls
-
-    @property
-    def items(self) -> int:
-        """(slot, tile, layer) items evaluated so far (a CFG call counts both halves)."""
-        return self.counts.items
+    # -- facts: the backbone's, and the counts of every caller and session together ----------------------------
+    family = property(lambda self: self.backbone.family)
+    size_multiple = property(lambda self: self.backbone.size_multiple)
+    native_size = property(lambda self: self.backbone.native_size)
+    device = property(lambda self: self.backbone.device)
+    calls = property(lambda self: self.counts.calls, doc="Network calls so far (batched).")
+    items = property(lambda self: self.counts.items, doc="Views evaluated so far (a CFG call counts both halves).")
 
     # -- the parts the modes are made of -------------------------------------------------------------------------
     @property

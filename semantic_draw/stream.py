@@ -67,13 +67,8 @@ class StreamSession:
         self.set_seed(seed)
 
     # -- what the caches did (tests, benchmarks) ------------------------------------------------------------------
-    @property
-    def prompts(self):
-        return self.builder.prompts
-
-    @property
-    def masks_computed(self) -> int:
-        return self.builder.masks_computed
+    prompts = property(lambda self: self.builder.prompts, doc="The prompt embedding cache (PromptCache).")
+    masks_computed = property(lambda self: self.builder.masks_computed, doc="Layers whose step masks were computed.")
 
     # -- edits ---------------------------------------------------------------------------------------------------
     def update(self, scene) -> None:

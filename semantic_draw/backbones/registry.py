@@ -40,14 +40,6 @@ class Family:
     def name(self) -> str:
         return self.adapter.family
 
-    @property
-    def size_multiple(self) -> int:
-        return self.adapter.size_multiple
-
-    @property
-    def prediction_type(self) -> str:
-        return self.adapter.prediction_type
-
     def build_scheduler(self):
         """A fresh scheduler with the family's noise schedule (for pipelines built from configs)."""
         import diffusers

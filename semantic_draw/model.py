@@ -23,7 +23,7 @@ from .errors import LoadError, OptionError
 from .noise import NoiseSource
 from .oneshot import StepInfo, method_settings, sample
 from .plan import PlanBuilder
-from .sampler import StepOptions
+from .options import StepOptions
 from .schedule import SamplerSettings, build_schedule
 
 ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call

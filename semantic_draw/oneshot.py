@@ -11,7 +11,8 @@ from .denoiser import Denoiser
 from .errors import OptionError
 from .noise import NoiseSource
 from .plan import Plan
-from .sampler import StepOptions, region_step
+from .options import StepOptions
+from .sampler import region_step
 from .schedule import SamplerSettings
 
 METHODS = ("semanticdraw", "multidiffusion-fast", "multidiffusion")

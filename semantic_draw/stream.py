@@ -24,7 +24,8 @@ from .errors import SemanticDrawError, SessionClosedError, SceneError
 from .noise import NoiseSource
 from .oneshot import initial_latent
 from .plan import Plan, PlanBuilder
-from .sampler import StepOptions, region_step
+from .options import StepOptions
+from .sampler import region_step
 
 EDIT_KINDS = ("scene", "seed", "stop")   # what a run's edit queue carries: (kind, payload) pairs
 LAYER_FIELDS = ("prompt", "negative_prompt", "mask", "mask_strength", "mask_blur", "prompt_strength", "name")

@@ -42,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=30, help="timed frames per brush count")
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (filling) frame")
     parser.add_argument("--oneshot-repeats", type=int, default=3, help="timed one-shot generations per brush count")
+    parser.add_argument("--regions", default="latent,attention",
+                        help="region layouts to compare, side by side: latent (one view per brush), attention")
     return parser.parse_args(argv)
 
 
@@ -82,9 +84,9 @@ def tile_size(args, height: int, width: int) -> int | None:
     return to_multiple(max(height, width), 16)
 
 
-def measure_stream(model, scene: Scene, args, tile) -> dict:
+def measure_stream(model, scene: Scene, args, tile, regions: str) -> dict:
     with clocked(model) as clock:
-        session = model.stream(scene, seed=args.seed, tile_size=tile)
+        session = model.stream(scene, seed=args.seed, tile_size=tile, regions=regions)
         for _ in range(1 + args.warmup):       # the first frame fills the pipeline (one latent walks every step)
             session.next_frame()
         clock.take()
@@ -100,26 +102,27 @@ def measure_stream(model, scene: Scene, args, tile) -> dict:
     total = sum(times)
     model_s = sum(p["model"] for p in parts)
     decode_s = sum(p["decode"] for p in parts)
-    return dict(brushes=len(scene.layers), slots=slots, fps=len(times) / total, median=median(times),
+    return dict(regions=regions, brushes=len(scene.layers), slots=slots, fps=len(times) / total, median=median(times),
                 p90=percentile(times, 90), model=model_s / total, decode=decode_s / total,
                 other=max(0.0, 1 - (model_s + decode_s) / total), calls=model.calls / len(times),
                 items=model.items / len(times), peak=mem.mib, memory_method=mem.method)
 
 
-def measure_oneshot(model, scene: Scene, args, tile) -> dict:
-    model.generate(scene, seed=args.seed, tile_size=tile)   # warm-up
+def measure_oneshot(model, scene: Scene, args, tile, regions: str) -> dict:
+    model.generate(scene, seed=args.seed, tile_size=tile, regions=regions)   # warm-up
     times = []
     for _ in range(args.oneshot_repeats):
         model.counts.reset()
-        times.append(timed(lambda: model.generate(scene, seed=args.seed, tile_size=tile), model.device)[1])
+        times.append(timed(lambda: model.generate(scene, seed=args.seed, tile_size=tile, regions=regions),
+                           model.device)[1])
     return dict(time=median(times), calls=model.calls, items=model.items)
 
 
 def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
-    headers = ["brushes", "slots", "items / frame", "calls / frame", "frames/s", "latency median (ms)",
+    headers = ["regions", "brushes", "slots", "items / frame", "calls / frame", "frames/s", "latency median (ms)",
                "latency p90 (ms)", "in model", "tiny-VAE decode", "other", "peak mem (MiB)",
                "one-shot generate (s)", "one-shot evals", "stream speed-up"]
-    table = [[r["brushes"], r["slots"], f"{r['items']:.0f}", f"{r['calls']:.0f}", f"{r['fps']:.2f}",
+    table = [[r["regions"], r["brushes"], r["slots"], f"{r['items']:.0f}", f"{r['calls']:.0f}", f"{r['fps']:.2f}",
               f"{1000 * r['median']:.1f}", f"{1000 * r['p90']:.1f}", f"{100 * r['model']:.0f}%",
               f"{100 * r['decode']:.0f}%", f"{100 * r['other']:.0f}%", f"{r['peak']:.0f}",
               f"{r['oneshot']['time']:.3f}", r["oneshot"]["items"], f"{r['fps'] * r['oneshot']['time']:.1f}x"]
@@ -131,7 +134,7 @@ def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
              "- in model / tiny-VAE decode / other: shares of the frame time (CUDA: event time on the GPU stream)",
              "- stream speed-up: frames/s x one-shot seconds (stream frames per one-shot image)", "",
              markdown_table(headers, table), ""]
-    head = next((r for r in rows if r["brushes"] == 3), None)
+    head = next((r for r in rows if r["brushes"] == 3 and r["regions"] == "latent"), None)
     if args.full_size and real_preset(args).name == GOAL_PRESET and (height, width) == (512, 512) and head:
         met = "met" if head["fps"] >= GOAL_FPS else "NOT met"
         lines.append(f"Headline (full-size SD1.5, 512x512, 3 brushes, {model.backbone.dtype}, {model.device}): "
@@ -144,24 +147,26 @@ def main(argv=None) -> None:
     if args.frames < 1 or args.warmup < 0 or args.oneshot_repeats < 1:
         raise SystemExit("--frames and --oneshot-repeats must be >= 1, --warmup >= 0.")
     counts = [int(n) for n in args.layers.split(",") if n.strip()]
+    layouts = [r.strip() for r in args.regions.split(",") if r.strip()]
     model = build_model(args)
     height, width = canvas(args, model)
     tile = tile_size(args, height, width)
-    print(f"{model.name} on {model.device}: {width}x{height}, brushes {counts}", flush=True)
+    print(f"{model.name} on {model.device}: {width}x{height}, brushes {counts}, regions {layouts}", flush=True)
     rows = []
     for n in counts:
         scene = synthetic_scene(n, height, width)
-        start = time.perf_counter()
-        row = measure_stream(model, scene, args, tile)
-        row["oneshot"] = measure_oneshot(model, scene, args, tile)
-        rows.append(row)
-        sync(model.device)
-        print(f"  {n} brushes: {row['fps']:.2f} frames/s, median {1000 * row['median']:.1f} ms; one-shot "
-              f"{row['oneshot']['time']:.3f} s ({time.perf_counter() - start:.0f} s)", flush=True)
+        for regions in layouts:
+            start = time.perf_counter()
+            row = measure_stream(model, scene, args, tile, regions)
+            row["oneshot"] = measure_oneshot(model, scene, args, tile, regions)
+            rows.append(row)
+            sync(model.device)
+            print(f"  {n} brushes, {regions}: {row['fps']:.2f} frames/s, median {1000 * row['median']:.1f} ms; "
+                  f"one-shot {row['oneshot']['time']:.3f} s ({time.perf_counter() - start:.0f} s)", flush=True)
     text = report(model, args, height, width, tile, rows)
     print("\n" + text)
-    chart = ("Stream frames/s by brush count", [f"{r['brushes']} brushes" for r in rows], [r["fps"] for r in rows],
-             "frames/s")
+    chart = ("Stream frames/s by brush count and region layout",
+             [f"{r['brushes']} brushes, {r['regions']}" for r in rows], [r["fps"] for r in rows], "frames/s")
     for path in write_outputs(args.out, "stream", text, chart):
         print(f"wrote {path}")
 

@@ -6,8 +6,10 @@ import sys
 import time
 from pathlib import Path
 
+from .backbones.registry import FAMILIES
 from .errors import SemanticDrawError
 from .oneshot import METHODS
+from .plan import LAYOUTS
 
 
 def parse_lora(text: str) -> tuple[str, str | None, float]:
@@ -27,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=None, help="named preset (see `presets`); default sd15, or tiny-sd15 offline")
     g.add_argument("--model", default=None, help="any SD1.5 / SDXL / SD3 hub id, diffusers folder or .safetensors file")
-    g.add_argument("--family", choices=["sd15", "sdxl", "sd3"], help="with --model, when it cannot be detected")
+    g.add_argument("--family", choices=list(FAMILIES), help="with --model, when it cannot be detected")
     g.add_argument("--lora", action="append", type=parse_lora, default=[], metavar="SRC[::WEIGHT][@SCALE]",
                    help="LoRA to apply with --model (repeatable)")
     g.add_argument("--device", default=None, help="cuda, cpu, mps (default: CUDA when present)")
@@ -72,7 +74,8 @@ def cmd_generate(args) -> int:
 
     start = time.perf_counter()
     options = {} if args.batch_size is None else {"batch_size": args.batch_size}
-    image = model.generate(scene, seed=args.seed, method=args.method, steps=args.steps, callback=progress, **options)
+    image = model.generate(scene, seed=args.seed, method=args.method, steps=args.steps, callback=progress,
+                           regions=args.regions, **options)
     bar.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,11 +91,14 @@ def cmd_stream(args) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fps = 0.0
-    with model.stream(scene, seed=args.seed) as session:
+    with model.stream(scene, seed=args.seed, regions=args.regions) as session:
         for event in session.run(frames=args.frames, every_frame=True):
             event.image.save(out / f"frame_{event.frames - 1:04d}.png")
             fps = event.fps
-    print(f"{args.frames} frames in {out} ({fps:.2f} frames/s after the first, which fills the pipeline)")
+        stats = session.stats()
+    print(f"{args.frames} frames in {out} ({fps:.2f} frames/s after the first, which fills the pipeline; "
+          f"{stats['items_last_frame']} views in {stats['calls_last_frame']} model call(s) per frame, "
+          f"{args.regions} regions)")
     return 0
 
 
@@ -118,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
+    def regions_option(p):
+        p.add_argument("--regions", choices=LAYOUTS, default="latent",
+                       help="latent: one view per brush (the paper's layout); attention: one view per slot, the "
+                            "brushes mixed in the attention layers (cost flat in the number of brushes)")
+
     g = scene_command("generate", "one image from a palette (any canvas size)", cmd_generate)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--method", choices=METHODS, default="semanticdraw")
@@ -125,11 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=None, help="most views in one model call")
     g.add_argument("--out", default="out.png")
     g.add_argument("--previews", default=None, metavar="DIR", help="save a preview after every step")
+    regions_option(g)
     add_model_args(g)
     s = scene_command("stream", "stream frames from a palette into a folder", cmd_stream)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--frames", type=int, default=10)
     s.add_argument("--out-dir", default="frames")
+    regions_option(s)
     add_model_args(s)
     v = scene_command("preview", "draw a palette's brushes in their colours", cmd_preview)
     v.add_argument("--out", default="palette.png")

@@ -6,6 +6,7 @@ parametrization (ALGORITHM.md section 1). Each wrapper adds one concern and pass
     SelfGuidance    residual CFG: the unconditional prediction is the noise the stream already carries
     FullGuidance    classifier-free guidance on a doubled batch (negative prompt rows, then the prompts)
     Batched         calls of at most ``batch_size`` views; halves the batch and retries on out-of-memory
+    RegionAttention the attention layout: prompt weights turned into what the attention processors read
     Serialized      one model call at a time across threads and sessions
     Counted         model calls and items, for tests, session stats and benchmarks
     Timed           time inside the network (CUDA events on a GPU), for the benchmarks
@@ -30,6 +31,30 @@ from .timing import Clock
 
 
 @dataclass
+class Regions:
+    """The attention layout's conditioning of a batch of views (ALGORITHM.md section 11): every item reads one set of
+    S prompts, mixed per pixel by its weights. ``context`` is what the backbone's attention processors read, made from
+    the rest once per network call (``RegionAttention``)."""
+    weights: torch.Tensor                 # [N, S, vh, vw] per item and prompt slot; their sum is > 0 at every pixel
+    prompts: Cond                         # each tensor [G, S, ...]: G prompt sets of S slots
+    negatives: Cond | None = None         # [1, S, ...] the negative prompts of the set, for full CFG
+    alone: torch.Tensor | None = None     # [N] long, on the host: the one slot an item reads alone, or -1 (a mix)
+    group: torch.Tensor | None = None     # [N] long: the prompt set each item reads (None: all read set 0)
+    context: object = None
+
+    def __getitem__(self, items: slice) -> "Regions":
+        def part(t):
+            return None if t is None else t[items]
+        return replace(self, weights=self.weights[items], alone=part(self.alone), group=part(self.group),
+                       context=None)
+
+    def item_groups(self) -> torch.Tensor:
+        if self.group is not None:
+            return self.group
+        return torch.zeros(len(self.weights), dtype=torch.long, device=self.weights.device)
+
+
+@dataclass
 class Views:
     """A batch of N views (items) and what the network is conditioned on."""
     x: torch.Tensor                     # [N, C, vh, vw] inputs, x_t = alpha x0 + sigma eps
@@ -39,6 +64,7 @@ class Views:
     crops: torch.Tensor                 # [N, 2] (top, left) pixel offset of each view in its canvas
     uncond: Cond | None = None          # N rows of negative-prompt embeddings (full CFG)
     carried: torch.Tensor | None = None  # [N, C, vh, vw] the noise each input carries (self guidance)
+    regions: Regions | None = None      # the attention layout's prompts and weights (cond is then unused)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -49,7 +75,26 @@ class Views:
         return replace(self, x=self.x[items], step=self.step[items], crops=self.crops[items],
                        cond={k: v[items] for k, v in self.cond.items()},
                        uncond=None if self.uncond is None else {k: v[items] for k, v in self.uncond.items()},
-                       carried=part(self.carried))
+                       carried=part(self.carried), regions=part(self.regions))
+
+    def with_negatives(self) -> "Views | None":
+        """The views twice, negative prompts first (full CFG); None when there are no negative prompts."""
+        regions, cond = self.regions, {}
+        if regions is not None:
+            if regions.negatives is None:
+                return None
+            ones = regions.item_groups() + 1
+            regions = Regions(torch.cat([regions.weights, regions.weights]),
+                              {k: torch.cat([regions.negatives[k], v]) for k, v in regions.prompts.items()},
+                              alone=None if regions.alone is None else torch.cat([regions.alone, regions.alone]),
+                              group=torch.cat([torch.zeros_like(ones), ones]))
+        elif self.uncond is None:
+            return None
+        else:
+            cond = {k: torch.cat([self.uncond[k], v]) for k, v in self.cond.items()}
+        return replace(self, x=torch.cat([self.x, self.x]), step=torch.cat([self.step, self.step]),
+                       crops=torch.cat([self.crops, self.crops]), cond=cond, uncond=None, carried=None,
+                       regions=regions)
 
     @property
     def timesteps(self) -> torch.Tensor:
@@ -78,6 +123,9 @@ class ModelDenoiser(Denoiser):
         self.parametrization = backbone.parametrization
 
     def predict(self, views: Views) -> torch.Tensor:
+        if views.regions is not None:
+            return self.backbone.model_output(views.x, views.timesteps, views.cond, views.crops,
+                                              regions=views.regions.context)
         return self.backbone.model_output(views.x, views.timesteps, views.cond, views.crops)
 
 
@@ -111,11 +159,9 @@ class FullGuidance(Wrapper):
         return 2 * self.inner.fanout
 
     def predict(self, views: Views) -> torch.Tensor:
-        if views.uncond is None:
+        both = views.with_negatives()
+        if both is None:
             return self.inner.predict(views)
-        both = replace(views, x=torch.cat([views.x, views.x]), step=torch.cat([views.step, views.step]),
-                       crops=torch.cat([views.crops, views.crops]), uncond=None, carried=None,
-                       cond={k: torch.cat([views.uncond[k], v]) for k, v in views.cond.items()})
         u, c = self.inner.predict(both).chunk(2)
         return u + self.scale * (c - u)
 
@@ -137,6 +183,21 @@ class SelfGuidance(Wrapper):
         k = views.schedule.coefficients(views.step, views.x.device)
         x0 = torch.where(k.alpha > 1e-3, (views.x - k.sigma * eps) / k.alpha.clamp_min(1e-3), x0)
         return x0, eps
+
+
+class RegionAttention(Wrapper):
+    """The attention layout: before each network call, the backbone turns the views' prompt weights into what its
+    attention processors read (weights per attention resolution, or SD3's joint-attention bias), once per call."""
+
+    def __init__(self, inner: Denoiser, backbone: Backbone):
+        super().__init__(inner)
+        self.backbone = backbone
+
+    def predict(self, views: Views) -> torch.Tensor:
+        if views.regions is None:
+            return self.inner.predict(views)
+        regions = replace(views.regions, context=self.backbone.region_context(views.regions, views.x.shape[-2:]))
+        return self.inner.predict(replace(views, regions=regions))
 
 
 class Batched(Wrapper):
@@ -212,8 +273,12 @@ class Timed(Wrapper):
             return self.inner.predict(views)
 
 
-def for_options(denoiser: Denoiser, guidance_mode: str, guidance: float, batch_size: int) -> Denoiser:
-    """What a call or session puts on top of the model's chain: guidance (full or self) and batching."""
+def for_options(denoiser: Denoiser, guidance_mode: str, guidance: float, batch_size: int, *,
+                regions: Backbone | None = None) -> Denoiser:
+    """What a call or session puts on top of the model's chain: the attention layout's processors' input (with the
+    backbone of ``regions``), guidance (full or self) and batching."""
+    if regions is not None:
+        denoiser = RegionAttention(denoiser, regions)
     if guidance_mode == "full":
         denoiser = FullGuidance(denoiser, guidance)
     denoiser = Batched(denoiser, batch_size)

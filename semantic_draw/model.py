@@ -145,37 +145,45 @@ class SemanticDraw:
                               spacing=settings.spacing)
 
     def plan_builder(self, settings: SamplerSettings, opts: StepOptions, *, cover_alpha: float | None = None,
-                     tile_size: int | None = None, **cache_sizes) -> PlanBuilder:
-        return PlanBuilder(self.backbone, self.schedule(settings), lock=self._lock, quantize=settings.quantize,
-                           cover_alpha=cover_alpha, tile_size=tile_size, with_uncond=opts.guidance_mode == "full",
-                           max_pixels=self.max_pixels, **cache_sizes)
+                     tile_size: int | None = None, regions: str = "latent", **cache_sizes) -> PlanBuilder:
+        builder = PlanBuilder(self.backbone, self.schedule(settings), lock=self._lock, quantize=settings.quantize,
+                              cover_alpha=cover_alpha, tile_size=tile_size, with_uncond=opts.guidance_mode == "full",
+                              max_pixels=self.max_pixels, layout=regions, **cache_sizes)
+        if builder.layout == "attention":
+            with self._lock:
+                self.backbone.install_region_attention()
+        return builder
 
     # -- stream --------------------------------------------------------------------------------------------------
     def stream(self, scene, seed: int = 0, *, quantize: str | None = None, cover_alpha: float | None = None,
                tile_size: int | None = None, tiny_decode: bool = True, mask_cache_size: int = 64,
-               prompt_cache_size: int = 256, **step_overrides):
+               prompt_cache_size: int = 256, regions: str = "latent", **step_overrides):
         """A StreamSession of this model: ``session.next_frame()`` gives frames, ``session.update(scene)`` edits,
         ``session.run(edits)`` is the whole loop.
 
-        Options: quantize, cover_alpha, tile_size, tiny_decode, and StepOptions fields (guidance, guidance_mode
-        "none" / "full" / "self", bootstrap_steps, ...). Each session owns its state; the weights are shared.
+        Options: regions ("latent": the paper's layout, one view per brush; "attention": one view per slot, the
+        brushes mixed inside the attention layers), quantize, cover_alpha, tile_size, tiny_decode, and StepOptions
+        fields (guidance, guidance_mode "none" / "full" / "self", bootstrap_steps, ...). Each session owns its state;
+        the weights are shared.
         """
         from .stream import StreamSession
         settings = self.settings if quantize is None else replace(self.settings, quantize=quantize)
         opts = self.step_options(**{"batch_size": ONE_CALL, **step_overrides})
-        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size,
+        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size, regions=regions,
                                     mask_cache_size=mask_cache_size, prompt_cache_size=prompt_cache_size)
         return StreamSession(self.denoiser, builder, self.decoder, scene, seed, opts, tiny_decode=tiny_decode)
 
     # -- one-shot ------------------------------------------------------------------------------------------------
     def generate(self, scene, seed: int = 0, method: str = "semanticdraw", *, steps: int | None = None,
                  sampler: str | None = None, quantize: str | None = None, cover_alpha: float | None = None,
-                 tile_size: int | None = None, blend_background: bool = True,
+                 tile_size: int | None = None, blend_background: bool = True, regions: str = "latent",
                  callback: Callable[[StepInfo], None] | None = None, output: str = "pil", **step_overrides):
         """Generate the scene's image (PIL, at the scene's size) with ``method``.
 
         method: "semanticdraw" (default), "multidiffusion-fast" (naive few-step baseline) or "multidiffusion"
-        (50-step reference). steps/sampler/quantize override the model's defaults; other keyword arguments are
+        (50-step reference). regions: "latent" (the paper's layout: one view per brush) or "attention" (one view
+        per tile, the brushes mixed inside the attention layers; its cost does not grow with the number of brushes).
+        steps/sampler/quantize override the model's defaults; other keyword arguments are
         StepOptions fields (guidance, guidance_mode, bootstrap_steps, bootstrap_mix_steps, centering,
         leak_sensitivity, batch_size). callback(info) runs after every step. output="latent" returns the latent.
         """
@@ -191,10 +199,11 @@ class SemanticDraw:
         if quantize is not None:
             base = replace(base, quantize=quantize)
         settings, opts = method_settings(method, base, self.step_options(**step_overrides), self.spec)
-        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size)
+        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size, regions=regions)
         plan = builder.build(scene)
         edit = scene.background.image is not None
-        denoiser = for_options(self.denoiser, opts.guidance_mode, opts.guidance, opts.batch_size)
+        denoiser = for_options(self.denoiser, opts.guidance_mode, opts.guidance, opts.batch_size,
+                               regions=builder.backbone if plan.regions is not None else None)
         latent = sample(denoiser, plan, opts, noise, edit=edit, callback=callback,
                         decode=lambda z: self.decode(z, tiny=True))
         if output == "latent":

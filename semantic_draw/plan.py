@@ -19,10 +19,31 @@ import torch
 
 from . import masks as M
 from .backbones.base import Backbone, Cond
-from .errors import ResourceError, SceneError
+from .errors import OptionError, ResourceError, SceneError
 from .schedule import Schedule
 from .sizes import fit
 from .tiles import Tiling, make_tiling
+
+
+LAYOUTS = ("latent", "attention")
+
+
+@dataclass
+class RegionPlan:
+    """The attention layout's prompts (ALGORITHM.md section 11): S distinct prompt slots (the background prompt and
+    the brushes' prompts, identical rows merged) and each slot's weight per step: a brush's step mask, and for the
+    background prompt clip(1 - sum of the brushes' step masks, 0, 1)."""
+    prompts: Cond                # each tensor [1, S, ...]: the distinct prompt rows (prompt strength applied)
+    negatives: Cond | None       # [1, S, ...]: their negative rows (full CFG), or None
+    slot_of_layer: torch.Tensor  # [P] long: the slot of each plan layer (a bootstrapped layer reads its slot alone)
+    weights: torch.Tensor        # [T, S, h, w]
+    coverage: torch.Tensor       # [T, 1, h, w] where a whole view's prediction counts: everywhere when the
+                                 # background prompt paints the canvas, the brushes' masks over a background image
+    weight_views: torch.Tensor = field(init=False)   # [T, S, K, vh, vw], per tile
+
+    @property
+    def slots(self) -> int:
+        return self.weights.shape[1]
 
 
 @dataclass
@@ -36,20 +57,37 @@ class Plan:
     z_bg: torch.Tensor         # [1, C, h, w] clean background latent (background image, or white)
     z_white: torch.Tensor      # [1, C, h, w] clean latent of a white canvas
     vae_factor: int = 8
-    mask_views: torch.Tensor = field(init=False)  # [T, P, K, vh, vw]
-    nonempty: torch.Tensor = field(init=False)    # [T, P, K] bool (CPU)
+    regions: RegionPlan | None = None   # the attention layout's prompt slots; None: the latent layout
+    mask_views: torch.Tensor = field(init=False)  # [T, P (+1), K, vh, vw]
+    nonempty: torch.Tensor = field(init=False)    # [T, P (+1), K] bool (CPU)
     coverage: torch.Tensor = field(init=False)    # [T, 1, h, w] sum of step masks over layers
 
     def __post_init__(self):
         self.tiling.weights = self.tiling.weights.to(self.masks.device)
         t = self.tiling
-        self.mask_views = torch.stack([t.crop(self.masks, k) for k in range(t.count)], 2)
-        self.nonempty = (self.mask_views.flatten(3).amax(-1) > 0).cpu()
         self.coverage = self.masks.sum(1, keepdim=True)
+        masks = self.masks
+        if self.regions is not None:   # one more "layer": the whole view of the attention layout, where it counts
+            masks = torch.cat([masks, self.regions.coverage.clamp(max=1.0)], 1)
+            self.regions.weight_views = torch.stack([t.crop(self.regions.weights, k) for k in range(t.count)], 2)
+        self.mask_views = torch.stack([t.crop(masks, k) for k in range(t.count)], 2)
+        self.nonempty = (self.mask_views.flatten(3).amax(-1) > 0).cpu()
 
     @property
     def layers(self) -> int:
         return self.masks.shape[1]
+
+    def item_index(self, steps: torch.Tensor, bootstrap_steps: int) -> torch.Tensor:
+        """[N, 3] (slot, layer, tile) of every item of a step at step indices ``steps`` (CPU): each non-empty layer
+        of each tile; in the attention layout, slots past bootstrapping have one item per tile, whose layer index
+        is ``layers`` (the whole view)."""
+        chosen = self.nonempty[steps]
+        if self.regions is not None:
+            chosen = chosen.clone()
+            boot = steps < bootstrap_steps
+            chosen[boot, self.layers] = False
+            chosen[~boot, :self.layers] = False
+        return chosen.nonzero()
 
 
 @dataclass(frozen=True)
@@ -174,8 +212,10 @@ class PlanBuilder:
     def __init__(self, backbone: Backbone, schedule: Schedule, *, lock: threading.RLock | None = None,
                  quantize: str = "discrete", cover_alpha: float | None = None, tile_size: int | None = None,
                  with_uncond: bool = False, max_pixels: int | None = None, prompt_cache_size: int = 256,
-                 mask_cache_size: int = 64):
-        self.backbone, self.schedule = backbone, schedule
+                 mask_cache_size: int = 64, layout: str = "latent"):
+        if layout not in LAYOUTS:
+            raise OptionError(f"Unknown region layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
+        self.backbone, self.schedule, self.layout = backbone, schedule, layout
         self.lock = lock if lock is not None else threading.RLock()
         self.quantize = quantize
         self.cover_alpha = backbone.cover_alpha if cover_alpha is None else float(cover_alpha)
@@ -207,7 +247,37 @@ class PlanBuilder:
         z_bg, z_white = self._background_latents(scene.background.image, h, w)
         if (h, w) not in self._tilings:
             self._tilings[(h, w)] = make_tiling(h, w, max(1, self.tile_size // f))
-        return Plan(self.schedule, self._tilings[(h, w)], masks, cond, uncond, z_bg, z_white, f)
+        regions = self._regions(scene, masks, cond, uncond) if self.layout == "attention" else None
+        return Plan(self.schedule, self._tilings[(h, w)], masks, cond, uncond, z_bg, z_white, f, regions)
+
+    def _regions(self, scene, masks: torch.Tensor, cond: Cond, uncond: Cond | None) -> RegionPlan:
+        """The attention layout's prompt slots: row 0 the background prompt, then one row per brush; identical
+        (prompt, negative) rows share a slot, whose weight is the sum of theirs."""
+        first = 1 if scene.background.image is None else 0   # plan layer 0 is then the background prompt's
+        bg = scene.background
+        rows = {k: torch.cat([self.prompts.get([bg.prompt or ""])[k], v[first:]]) for k, v in cond.items()}
+        negs = None if uncond is None else {
+            k: torch.cat([self.prompts.get([bg.negative_prompt or ""])[k], v[first:]]) for k, v in uncond.items()}
+        slot_of_row, distinct = [], []
+        for r in range(len(next(iter(rows.values())))):
+            same = [i for i, d in enumerate(distinct) if all(torch.equal(t[r], t[d]) for t in (*rows.values(),
+                    *(negs or {}).values()))]
+            if not same:
+                distinct.append(r)
+            slot_of_row.append(same[0] if same else len(distinct) - 1)
+        brushes = masks[:, first:]                                     # [T, B, h, w]
+        weights = masks.new_zeros((masks.shape[0], len(distinct)) + masks.shape[2:])
+        weights[:, slot_of_row[0]] += (1 - brushes.sum(1)).clamp(0, 1)
+        for b, slot in enumerate(slot_of_row[1:]):
+            weights[:, slot] += brushes[:, b]
+        index = torch.tensor(distinct, device=masks.device)
+
+        def pick(c: Cond | None) -> Cond | None:
+            return None if c is None else {k: v.index_select(0, index.to(v.device))[None] for k, v in c.items()}
+
+        slot_of_layer = torch.tensor(slot_of_row[:1] * first + slot_of_row[1:], device=masks.device)
+        coverage = (weights if first else brushes).sum(1, keepdim=True)
+        return RegionPlan(pick(rows), pick(negs), slot_of_layer, weights, coverage)
 
     def pixel_masks(self, scene) -> torch.Tensor | None:
         """[P, H, W] soft masks of the brushes in pixels (for the final blend with a background photo)."""

@@ -7,12 +7,13 @@ batching and the model lock live in the denoiser's wrappers (denoiser.py), every
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
-from .denoiser import Denoiser, Views
+from .denoiser import Denoiser, Regions, Views
 from .options import StepOptions
 from .plan import Plan
 from .tiles import Tiling
@@ -36,18 +37,14 @@ def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tens
     """
     sched, dev, steps_cpu = plan.schedule, x.device, steps.cpu().long()
     # 1. Items: every (slot, layer, tile) whose step mask is not empty, with its input view and weight.
-    idx = plan.nonempty[steps_cpu].nonzero()
+    idx = plan.item_index(steps_cpu, opts.bootstrap_steps)
     if len(idx) == 0:   # no region has started yet (a photo with only soft or weak brushes): the background goes on
         x0, eps = plan.z_bg.expand_as(x).clone(), bg_noise.expand_as(x).clone()
         return StepResult(x0, eps, sched.renoise(x0, eps, noise, steps_cpu.to(dev) + 1), 0)
     items = _Items(idx, steps_cpu, plan.tiling.count, opts.bootstrap_steps, dev)
     m = plan.mask_views[items.step, items.layer, items.tile]                   # [N, vh, vw]
     weight = m * plan.tiling.weights.to(dev)[items.tile]
-    views = Views(_views(x, plan.tiling, items.slot, items.tile), items.step, sched,
-                  {k: v[items.layer.to(v.device)] for k, v in plan.cond.items()},
-                  plan.tiling.origin_table(dev)[items.tile] * plan.vae_factor,
-                  None if plan.uncond is None else {k: v[items.layer.to(v.device)] for k, v in plan.uncond.items()},
-                  None if carried is None else _views(carried, plan.tiling, items.slot, items.tile))
+    views = _item_views(plan, items, x, carried)
     # 2. Bootstrapping (steps < B): each layer alone over a plain background, its mask centred in the view.
     boot = _Bootstrap(plan, opts, items, m, bg_noise) if items.has_boot else None
     if boot is not None:
@@ -57,7 +54,7 @@ def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tens
     if boot is not None:
         x0, eps, weight = boot.outputs(x0, eps, weight)
     # 4. Aggregate per slot (section 2.2), blend the background (2.3), re-noise once (2.4).
-    agg = _Aggregate(plan, items, weight, x.shape[0], steps_cpu, dev)
+    agg = _Aggregate(plan, items, weight, x.shape[0], steps_cpu, opts.bootstrap_steps, dev)
     x0_agg = agg.blend(agg.mean(x0, plan.z_bg), plan.z_bg)
     eps_agg = agg.blend(agg.mean(eps, bg_noise), bg_noise)
     next_level = steps_cpu.to(dev) + 1
@@ -81,7 +78,7 @@ class _Items:
         groups = [(k, sel) for k, sel in groups if len(sel)]
         moved = torch.cat([slot, layer, tile, step, boot] + [sel for _, sel in groups]).to(dev, non_blocking=True)
         n, nb = len(idx), len(boot)
-        self.count = n
+        self.count, self.layer_cpu = n, layer
         self.slot, self.layer, self.tile, self.step = moved[:n], moved[n:2 * n], moved[2 * n:3 * n], moved[3 * n:4 * n]
         self.boot = moved[4 * n:4 * n + nb]
         self.has_boot = nb > 0
@@ -90,6 +87,28 @@ class _Items:
             sel_dev = moved[at:at + len(sel)]
             self.by_tile.append((k, sel_dev, self.slot[sel_dev]))
             at += len(sel)
+
+
+def _item_views(plan: Plan, items: _Items, x: torch.Tensor, carried: torch.Tensor | None) -> Views:
+    """Each item's input view and conditioning: its layer's prompt rows (latent layout), or the plan's prompt slots
+    with per-pixel weights (attention layout: a bootstrapped layer reads its own slot alone, a whole view the slot
+    weights of its step and tile)."""
+    tiling, dev = plan.tiling, x.device
+    crops = tiling.origin_table(dev)[items.tile] * plan.vae_factor
+    x_in = _views(x, tiling, items.slot, items.tile)
+    carried = None if carried is None else _views(carried, tiling, items.slot, items.tile)
+    if plan.regions is None:
+        def rows(cond):
+            return None if cond is None else {k: v[items.layer.to(v.device)] for k, v in cond.items()}
+        return Views(x_in, items.step, plan.schedule, rows(plan.cond), crops, rows(plan.uncond), carried)
+    r = plan.regions
+    whole = r.weight_views[items.step, :, items.tile]                               # [N, S, vh, vw]
+    alone = F.one_hot(r.slot_of_layer[items.layer.clamp(max=plan.layers - 1)], r.slots).to(whole.dtype)
+    weights = torch.where((items.layer < plan.layers).view(-1, 1, 1, 1), alone[..., None, None], whole)
+    layer = items.layer_cpu
+    slot = torch.where(layer < plan.layers, r.slot_of_layer.cpu()[layer.clamp(max=plan.layers - 1)], -1)
+    return Views(x_in, items.step, plan.schedule, {}, crops, None, carried,
+                 Regions(weights, r.prompts, r.negatives, alone=slot))
 
 
 def _views(t: torch.Tensor, tiling: Tiling, slot: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
@@ -126,7 +145,7 @@ class _Bootstrap:
             if carried is not None:
                 carried = carried.clone()
                 carried[sel] = _roll(carried[sel], *self.shift)
-        return Views(x, views.step, views.schedule, views.cond, views.crops, views.uncond, carried)
+        return replace(views, x=x, carried=carried)
 
     def outputs(self, x0: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor):
         """Shift the predictions back; 5.4 leak suppression down-weights what still looks like the background."""
@@ -145,13 +164,17 @@ class _Bootstrap:
 class _Aggregate:
     """Weighted means of item predictions per slot (section 2.2) and the background blend (2.3)."""
 
-    def __init__(self, plan: Plan, items: _Items, weight: torch.Tensor, slots: int, steps_cpu: torch.Tensor, dev):
+    def __init__(self, plan: Plan, items: _Items, weight: torch.Tensor, slots: int, steps_cpu: torch.Tensor,
+                 boot_steps: int, dev):
         self.tiling, self.items, self.slots = plan.tiling, items, slots
         self.w4 = weight.unsqueeze(1)
         den = self._scatter(self.w4)
         self.has = den > 1e-8
         self.safe = den.clamp_min(1e-8)
         cover = plan.coverage[steps_cpu.to(plan.coverage.device)].to(dev)
+        if plan.regions is not None:          # slots past bootstrapping count as whole views
+            whole = (steps_cpu >= boot_steps).view(-1, 1, 1, 1).to(dev)
+            cover = torch.where(whole, plan.regions.coverage[steps_cpu.to(cover.device)].to(dev), cover)
         self.b = (1 - cover).clamp(0, 1)      # where no layer's step mask reaches
 
     def _scatter(self, parts: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .denoiser import Denoiser, for_options
+from .denoiser import Counted, Counts, Denoiser, for_options
 from .errors import SemanticDrawError, SessionClosedError, SceneError
 from .noise import NoiseSource
 from .oneshot import initial_latent
@@ -53,7 +53,10 @@ class StreamSession:
     def __init__(self, denoiser: Denoiser, builder: PlanBuilder, decoder: Callable, scene, seed: int,
                  opts: StepOptions, *, tiny_decode: bool = True):
         self.builder, self.decoder, self.opts = builder, decoder, opts
-        self.denoiser = for_options(denoiser, opts.guidance_mode, opts.guidance, opts.batch_size)
+        self.counts = Counts()       # this session's network calls and items (stats)
+        self.denoiser = for_options(Counted(denoiser, self.counts), opts.guidance_mode, opts.guidance, opts.batch_size,
+                                    regions=builder.backbone if builder.layout == "attention" else None)
+        self._last = {"calls": 0, "items": 0, "seconds": 0.0}
         self.schedule = builder.schedule
         self.tiny_decode = tiny_decode
         self._self_guided = opts.guidance_mode == "self" and opts.guidance > 1
@@ -134,10 +137,19 @@ class StreamSession:
         self.scene = scene
 
     # -- frames --------------------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """What the stream costs: frames so far, and the network calls, items (views; a CFG view counts twice) and
+        seconds of the last frame, with the region layout that set them."""
+        with self._lock:
+            return {"frames": self.frames, "calls_last_frame": self._last["calls"],
+                    "items_last_frame": self._last["items"], "seconds_last_frame": self._last["seconds"],
+                    "regions": self.builder.layout, "slots": self.schedule.steps, "layers": len(self.scene.layers)}
+
     def next_frame(self, output: str = "pil"):
         """The next frame: a PIL image (or its latent [1, C, h, w] with output="latent")."""
         with self._lock:
             self._check_open()
+            start, calls, items = time.perf_counter(), self.counts.calls, self.counts.items
             plan, T = self.plan, self.schedule.steps
             fresh = initial_latent(plan, self._bg_noise, self.scene.background.image is not None)
             if self._inflight is None:
@@ -149,9 +161,10 @@ class StreamSession:
                 self._keep(res.x0[:T - 1], res.x_next[:T - 1], torch.arange(1, T))
                 latent = res.x0[T - 1:]
             self.frames += 1
-        if output == "latent":
-            return latent
-        return self.decoder(latent, tiny=self.tiny_decode)
+            image = latent if output == "latent" else self.decoder(latent, tiny=self.tiny_decode)
+            self._last = {"calls": self.counts.calls - calls, "items": self.counts.items - items,
+                          "seconds": time.perf_counter() - start}
+        return image
 
     def _step(self, x, steps, noise, carried):
         return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,

@@ -51,3 +51,14 @@ def test_lora_argument():
     assert parse_lora("ByteDance/Hyper-SD::Hyper-SD15-4steps-lora.safetensors@0.8") == (
         "ByteDance/Hyper-SD", "Hyper-SD15-4steps-lora.safetensors", 0.8)
     assert parse_lora("./style.safetensors") == ("./style.safetensors", None, 1.0)
+
+
+def test_the_attention_layout_from_the_command_line(tmp_path, capsys):
+    assert main(["stream", "assets/irworobongdo", "--preset", "tiny-sd15", "--height", "48", "--frames", "2",
+                 "--regions", "attention", "--out-dir", str(tmp_path / "f")]) == 0
+    assert len(list((tmp_path / "f").glob("frame_*.png"))) == 2
+    assert "attention regions" in capsys.readouterr().out
+    out = tmp_path / "a.png"
+    assert main(["generate", ASSET, "--preset", "tiny-sd3", "--height", "64", "--regions", "attention",
+                 "--out", str(out)]) == 0
+    assert Image.open(out).size == (64, 64)

@@ -54,15 +54,24 @@ class Backbone(ABC):
     # -- denoiser ------------------------------------------------------------------------------------------------
     @abstractmethod
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
-                     crops: torch.Tensor | None = None) -> torch.Tensor:
+                     crops: torch.Tensor | None = None, regions: Any = None) -> torch.Tensor:
         """Raw model output (epsilon, or flow velocity for SD3) for a batch of views.
 
         x: [N, C, h, w] float32 latents in the project's VP form x_t = alpha x0 + sigma eps (no extra input scaling).
         timesteps: [N] the schedule's conditioning values (diffusers' timesteps) for each item.
-        cond: conditioning with N rows.
+        cond: conditioning with N rows (unused in the attention layout).
         crops: [N, 2] (top, left) pixel offset of each view in the canvas (SDXL passes it as crop coordinates).
+        regions: the attention layout's context (``region_context``), which then replaces ``cond``.
         Returns float32 [N, C, h, w].
         """
+
+    def install_region_attention(self) -> None:
+        """Make the network ready for the attention layout (region-aware attention processors)."""
+        raise NotImplementedError(f"The {self.family} adapter has no attention region layout.")
+
+    def region_context(self, regions, view_hw):
+        """The attention layout's prompt weights of a batch of views, as the attention processors read them."""
+        raise NotImplementedError(f"The {self.family} adapter has no attention region layout.")
 
     # -- pixels <-> latents --------------------------------------------------------------------------------------
     @abstractmethod

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import SemanticDrawError
+from .attention import RegionCrossAttnProcessor, unet_context
 from .base import Backbone, Cond
 
 
@@ -101,6 +102,20 @@ class DiffusersBackbone(Backbone):
 
     def _cond_to_model(self, cond: Cond) -> Cond:
         return {k: v.to(self.device, self.dtype) for k, v in cond.items()}
+
+    # -- the attention region layout -------------------------------------------------------------------------------
+    region_processor = RegionCrossAttnProcessor
+
+    def install_region_attention(self) -> None:
+        """Put the region-aware attention processors on the network (once): without ``regions`` they compute exactly
+        what diffusers' default processors compute."""
+        if not getattr(self, "_regions_installed", False):
+            self.denoiser.set_attn_processor(self.region_processor())
+            self._regions_installed = True
+
+    def region_context(self, regions, view_hw):
+        """What the processors read for one batch of views in the attention layout (attention.py)."""
+        return unet_context(regions, tuple(view_hw), self.dtype, self.device)
 
     # -- pixels <-> latents --------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,9 @@ class SD15Backbone(DiffusersBackbone):
 
     @torch.no_grad()
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
-                     crops: torch.Tensor | None = None) -> torch.Tensor:
-        c = self._cond_to_model(cond)
+                     crops: torch.Tensor | None = None, regions=None) -> torch.Tensor:
+        tokens = regions.tokens if regions is not None else self._cond_to_model(cond)["embeds"]
         out = self.denoiser(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
-                            encoder_hidden_states=c["embeds"], return_dict=False)[0]
+                            encoder_hidden_states=tokens, return_dict=False,
+                            cross_attention_kwargs=None if regions is None else {"regions": regions})[0]
         return out.float()

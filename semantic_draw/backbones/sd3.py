@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .attention import RegionJointAttnProcessor, joint_context
 from .base import Cond
 from .common import DiffusersBackbone, clip_penultimate
 
@@ -38,12 +39,21 @@ class SD3Backbone(DiffusersBackbone):
                                add_special_tokens=True, return_tensors="pt").input_ids
         return encoder(ids.to(encoder.device))[0].to(self.device, dtype)
 
+    region_processor = RegionJointAttnProcessor
+
+    def region_context(self, regions, view_hw):
+        return joint_context(regions, tuple(view_hw), self.denoiser.config.patch_size, self.dtype, self.device)
+
     @torch.no_grad()
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
-                     crops: torch.Tensor | None = None) -> torch.Tensor:
+                     crops: torch.Tensor | None = None, regions=None) -> torch.Tensor:
         # The timestep is the schedule's value, sigma * 1000, exactly what the SD3 pipeline passes.
-        c = self._cond_to_model(cond)
+        if regions is None:
+            c = self._cond_to_model(cond)
+            tokens, pooled, kwargs = c["embeds"], c["pooled"], None
+        else:
+            tokens, pooled, kwargs = regions.tokens, regions.pooled, {"regions": regions}
         out = self.denoiser(hidden_states=x.to(self.device, self.dtype),
-                            timestep=timesteps.to(self.device, torch.float32), encoder_hidden_states=c["embeds"],
-                            pooled_projections=c["pooled"], return_dict=False)[0]
+                            timestep=timesteps.to(self.device, torch.float32), encoder_hidden_states=tokens,
+                            pooled_projections=pooled, joint_attention_kwargs=kwargs, return_dict=False)[0]
         return out.float()

@@ -1,0 +1,172 @@
+"""Attention processors of the attention region layout (ALGORITHM.md section 11), and what they read.
+
+A batch of views in the attention layout carries S prompt slots and, per item, one weight map per slot (``Regions``
+in denoiser.py). The backbone turns them into a context once per network call (``unet_context`` / ``joint_context``)
+and passes it to its attention processors as the ``regions`` keyword:
+
+- UNet families (SD1.5, SDXL), cross-attention: each query pixel attends to each prompt's tokens on its own (softmax
+  per prompt) and the outputs are mixed by the pixel's normalized weights, resized to the layer's resolution.
+  Self-attention is untouched.
+- SD3, joint attention: the S prompts' tokens are one text stream; an image token attends to every image token and to
+  the text tokens of each prompt with the bias log(weight), so a prompt it does not lie in is masked out and a pixel
+  shared by several prompts weighs them; a prompt's text tokens attend to their own tokens and to the image tokens of
+  its region.
+Without ``regions`` both processors are exactly diffusers' own (AttnProcessor2_0, JointAttnProcessor2_0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import AttnProcessor2_0, JointAttnProcessor2_0
+
+
+@dataclass
+class UNetRegions:
+    """What the cross-attention processors read in one network call."""
+    prompts: torch.Tensor                 # [G, S * T, D] prompt sets, model dtype
+    slots: int
+    group: torch.Tensor                   # [N] long: the set each item reads
+    weights: dict[int, torch.Tensor]      # query length (h * w of a resolution) -> [S, M, 1, h * w, 1] (mixes)
+    solo: torch.Tensor                    # items that read one slot alone (bootstrapped brushes)...
+    solo_slot: torch.Tensor               # ... and that slot
+    mix: torch.Tensor                     # items that mix the slots by their weights
+    tokens: torch.Tensor                  # [N, T, D] what the UNet is given as encoder states (unused by the mix)
+    pooled: torch.Tensor | None           # [N, D'] area-weighted pooled embedding per item (SDXL), or None
+
+
+@dataclass
+class JointRegions:
+    """What SD3's joint-attention processors read in one network call."""
+    bias: torch.Tensor                    # [N, 1, L, L] additive bias, image tokens first, then the S prompts' tokens
+    tokens: torch.Tensor                  # [N, S * T, D] each item's text stream: its set's prompts side by side
+    pooled: torch.Tensor                  # [N, D'] area-weighted pooled embedding per item
+
+
+def normalized(weights: torch.Tensor) -> torch.Tensor:
+    """[N, S, h, w] -> weights that sum to 1 over the slots at every pixel."""
+    return weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def pooled_mix(weights: torch.Tensor, pooled: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Each item's pooled embedding: its set's rows [G, S, D'] weighted by the area each slot takes in the item."""
+    area = weights.mean((2, 3))                                           # [N, S]
+    rows = pooled.index_select(0, group)                                  # [N, S, D']
+    return (area[..., None] * rows).sum(1) / area.sum(1, keepdim=True)
+
+
+def pyramid(h: int, w: int) -> list[tuple[int, int]]:
+    """The resolutions a UNet sees a view at: each down-sampling halves a side, rounding up."""
+    sizes = [(h, w)]
+    while sizes[-1] != (1, 1):
+        a, b = sizes[-1]
+        sizes.append(((a + 1) // 2, (b + 1) // 2))
+    return sizes
+
+
+def unet_context(regions, view_hw, dtype: torch.dtype, device) -> UNetRegions:
+    group = regions.item_groups().to(device)
+    weights = normalized(regions.weights.to(device, torch.float32))
+    n = len(weights)
+    alone = regions.alone if regions.alone is not None else torch.full((n,), -1, dtype=torch.long)
+    solo, mix = (alone >= 0).nonzero().flatten(), (alone < 0).nonzero().flatten()   # on the host: no device sync
+    mix_dev = mix.to(device)
+    per_size = {}
+    for h, w in pyramid(*view_hw):
+        at = normalized(F.adaptive_avg_pool2d(weights.index_select(0, mix_dev), (h, w))).flatten(2)  # [M, S, h*w]
+        per_size[h * w] = at.transpose(0, 1)[:, :, None, :, None].to(dtype)
+    embeds = regions.prompts["embeds"].to(device, dtype)                     # [G, S, T, D]
+    g, s, t, d = embeds.shape
+    pooled = regions.prompts.get("pooled")
+    return UNetRegions(embeds.reshape(g, s * t, d), s, group, per_size, solo.to(device), alone[solo].to(device),
+                       mix_dev, embeds[:, 0].index_select(0, group),
+                       None if pooled is None else pooled_mix(weights, pooled.to(device, torch.float32),
+                                                              group).to(dtype))
+
+
+def joint_context(regions, view_hw, patch: int, dtype: torch.dtype, device) -> JointRegions:
+    group = regions.item_groups().to(device)
+    weights = normalized(regions.weights.to(device, torch.float32))
+    at = normalized(F.avg_pool2d(weights, patch)).flatten(2)                 # [N, S, P] per image token
+    embeds = regions.prompts["embeds"].to(device, dtype).index_select(0, group)   # [N, S, T, D]
+    n, s, t, d = embeds.shape
+    p = at.shape[-1]
+    image_to_text = torch.log(at).transpose(1, 2).repeat_interleave(t, 2)     # [N, P, S * T]
+    text_to_image = torch.where(at > 0, 0.0, -torch.inf).repeat_interleave(t, 1)   # [N, S * T, P]
+    own = torch.block_diag(*[torch.ones(t, t, device=device)] * s) > 0
+    text_to_text = torch.where(own, 0.0, -torch.inf).expand(n, -1, -1)
+    bias = torch.cat([torch.cat([at.new_zeros(n, p, p), image_to_text], 2),
+                      torch.cat([text_to_image, text_to_text], 2)], 1)[:, None]
+    pooled = pooled_mix(weights, regions.prompts["pooled"].to(device, torch.float32), group)
+    return JointRegions(bias.to(dtype), embeds.reshape(n, s * t, d), pooled.to(dtype))
+
+
+class RegionCrossAttnProcessor(AttnProcessor2_0):
+    """Diffusers' processor, with each pixel's cross-attention mixed over the prompts of ``regions``."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, regions: UNetRegions | None = None, **kwargs):
+        if regions is None or encoder_hidden_states is None or hidden_states.ndim != 3:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        residual = hidden_states
+        n = hidden_states.shape[0]
+        text = regions.prompts
+        if attn.norm_cross:
+            text = attn.norm_encoder_hidden_states(text)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(text), attn.to_v(text)
+        heads, s = attn.heads, regions.slots
+        d = key.shape[-1] // heads
+        query = query.view(n, -1, heads, d).transpose(1, 2)                  # [N, heads, HW, d]
+        key = key.view(key.shape[0], s, -1, heads, d).transpose(2, 3)        # [G, S, heads, T, d]
+        value = value.view(value.shape[0], s, -1, heads, d).transpose(2, 3)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        out = torch.empty_like(query)
+        if len(regions.solo):      # an item that reads one slot: that prompt's attention, once
+            group = regions.group[regions.solo]
+            out[regions.solo] = F.scaled_dot_product_attention(
+                query[regions.solo], key[group, regions.solo_slot], value[group, regions.solo_slot])
+        if len(regions.mix):       # a whole view: each slot's attention, mixed by the pixel's weights
+            weights, q, group = regions.weights[query.shape[2]], query[regions.mix], regions.group[regions.mix]
+            mixed = None
+            for slot in range(s):
+                part = weights[slot] * F.scaled_dot_product_attention(q, key[group, slot], value[group, slot])
+                mixed = part if mixed is None else mixed + part
+            out[regions.mix] = mixed
+        hidden_states = out.transpose(1, 2).reshape(n, -1, heads * d).to(query.dtype)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+class RegionJointAttnProcessor(JointAttnProcessor2_0):
+    """Diffusers' SD3 processor, with the region bias of ``regions`` on the joint attention."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args,
+                 regions: JointRegions | None = None, **kwargs):
+        if regions is None or encoder_hidden_states is None:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        n, length = hidden_states.shape[:2]
+        heads = attn.heads
+
+        def split(t, norm=None):
+            t = t.view(n, -1, heads, t.shape[-1] // heads).transpose(1, 2)
+            return t if norm is None else norm(t)
+
+        query = torch.cat([split(attn.to_q(hidden_states), attn.norm_q),
+                           split(attn.add_q_proj(encoder_hidden_states), attn.norm_added_q)], 2)
+        key = torch.cat([split(attn.to_k(hidden_states), attn.norm_k),
+                         split(attn.add_k_proj(encoder_hidden_states), attn.norm_added_k)], 2)
+        value = torch.cat([split(attn.to_v(hidden_states)), split(attn.add_v_proj(encoder_hidden_states))], 2)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=regions.bias, dropout_p=0.0,
+                                             is_causal=False)
+        out = out.transpose(1, 2).reshape(n, -1, heads * query.shape[-1]).to(query.dtype)
+        hidden_states, encoder_hidden_states = out[:, :length], out[:, length:]
+        if not attn.context_pre_only:
+            encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        return hidden_states, encoder_hidden_states

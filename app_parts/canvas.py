@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from semantic_draw.sizes import fit
+
 WHITE_LEVEL = 250  # a background whose every pixel is at least this bright counts as the blank white canvas
 
 
@@ -78,8 +80,7 @@ def read_editor(value: dict | None, default_size: tuple[int, int]) -> Canvas:
 def fit_canvas(canvas: Canvas, multiple: int) -> Canvas:
     """Round the canvas down to sides that are multiples of `multiple` (what the model needs), resizing the masks
     (nearest) and the background (Lanczos). A canvas that already fits is returned as is."""
-    h = max(multiple, canvas.height // multiple * multiple)
-    w = max(multiple, canvas.width // multiple * multiple)
+    h, w = fit(canvas.height, canvas.width, multiple)
     if (h, w) == (canvas.height, canvas.width):
         return canvas
     return resize_canvas(canvas, h, w)

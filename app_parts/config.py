@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from semantic_draw.sizes import to_multiple
+
 ROOT = Path(__file__).resolve().parents[1]
 START, STOP = "▶ Start stream", "■ Stop stream"
 METHOD_CHOICES = [("SemanticDraw", "semanticdraw"),
@@ -38,5 +40,5 @@ class AppConfig:
 
     def fit_canvas_size(self, multiple: int) -> None:
         """Round the starting canvas down to what the model takes (sides that are multiples of `multiple`)."""
-        self.height = max(multiple, int(self.height) // multiple * multiple)
-        self.width = max(multiple, int(self.width) // multiple * multiple)
+        self.height = to_multiple(int(self.height), multiple, down=True)
+        self.width = to_multiple(int(self.width), multiple, down=True)

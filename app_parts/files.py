@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from semantic_draw import Scene, SemanticDrawError
+from semantic_draw import Scene, SceneError, SemanticDrawError
+from semantic_draw.sizes import fit
 
 log = logging.getLogger("semantic_draw.app")
 
@@ -28,13 +29,13 @@ def load_palette_file(path) -> Scene:
     try:
         return Scene.load(path)
     except SemanticDrawError as e:
-        raise SemanticDrawError(str(e).replace(repr(str(path)), repr(Path(path).name))) from None
+        raise type(e)(str(e).replace(repr(str(path)), repr(Path(path).name))) from None
 
 
 def api_palette(path, max_side: int, multiple: int) -> Scene:
     """The scene of a palette file sent to the API, checked against this server's canvas limit."""
     if not path:
-        raise SemanticDrawError("Send a palette file: a .zip holding scene.json and the brush masks.")
+        raise SceneError("Send a palette file: a .zip holding scene.json and the brush masks.")
     return load_palette_file(path).validate(max_side=max_side, multiple=multiple)
 
 
@@ -43,8 +44,7 @@ def fit_scene(scene: Scene, max_side: int, multiple: int) -> tuple[Scene, str | 
     h, w = scene.height, scene.width
     if max(h, w) <= max_side and h % multiple == 0 and w % multiple == 0:
         return scene, None
-    s = min(1.0, max_side / max(h, w))
-    nh = max(multiple, int(h * s) // multiple * multiple)
-    nw = max(multiple, int(w * s) // multiple * multiple)
-    note = f"The palette is {w}x{h}; it was scaled to {nw}x{nh} to fit this server's canvas limit." if s < 1 else None
+    nh, nw = fit(h, w, multiple, max_side)
+    note = (f"The palette is {w}x{h}; it was scaled to {nw}x{nh} to fit this server's canvas limit."
+            if max(h, w) > max_side else None)
     return scene.resized(nh, nw), note

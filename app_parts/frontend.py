@@ -29,9 +29,12 @@ def page_css(colors: list[tuple[int, int, int]]) -> str:
     return CSS + rows
 
 
+def hex_colors(colors: list[tuple[int, int, int]]) -> list[str]:
+    return ["#%02x%02x%02x" % tuple(c) for c in colors]
+
+
 def page_script(names: list[str], colors: list[tuple[int, int, int]]) -> str:
     """Runs once when the page loads (launch(js=...))."""
-    hex_colors = ["#%02x%02x%02x" % tuple(c) for c in colors]
     return """
 () => {
   const SD = window.__sd = window.__sd || {};
@@ -74,7 +77,7 @@ def page_script(names: list[str], colors: list[tuple[int, int, int]]) -> str:
   install();
   if (!SD.timer) SD.timer = setInterval(install, 500);
 }
-""" % (json.dumps(list(names)), json.dumps(hex_colors))
+""" % (json.dumps(list(names)), json.dumps(hex_colors(colors)))
 
 
 # Runs in the browser after the brush names or the editor's layers changed; its inputs are every row's name box.

@@ -1,6 +1,7 @@
 """The page's components as the handlers see them, and the two ways between them and a palette.
 
-app.py lays the page out and puts each component it draws on a `Page` (ui.editor = gr.ImageEditor(...)); the handlers
+app.py lays the page out, one builder per section, and puts each component it draws on a `Page`
+(ui.editor = gr.ImageEditor(...)); its event wiring finds the buttons there, and the handlers
 (app_parts.palette_actions, .generation, .streaming) read the values of an event through it (`data[ui.editor]`) and
 answer with updates keyed by its components (`palette_update`).
 """
@@ -25,29 +26,51 @@ class Page:
     editor: gr.ImageEditor
     canvas_h: gr.Slider
     canvas_w: gr.Slider
+    resize_btn: gr.Button
+    remove_photo_btn: gr.Button
     # results
     output: gr.Image
     status: gr.Markdown
     history: gr.Gallery
     stream_btn: gr.Button
+    generate_btn: gr.Button
     seed: gr.Number
+    dice: gr.Button
     method: gr.Dropdown
     # palette
     bg_prompt: gr.Textbox
     neg_prompt: gr.Textbox
+    add_btn: gr.Button
+    load_btn: gr.UploadButton
+    save_btn: gr.Button
     palette_file: gr.File
+    examples: gr.Gallery
+    # API only (gradio_client): /generate and /stream take a palette file
+    api_palette: gr.File
+    api_seed: gr.Number
+    api_method: gr.Textbox
+    api_frames: gr.Number
+    api_image: gr.Image
+    api_generate_btn: gr.Button
+    api_stream_btn: gr.Button
 
     def __init__(self, cfg: AppConfig, multiple: int, colors: list[tuple[int, int, int]]):
         self.cfg, self.multiple, self.colors = cfg, multiple, colors
         self.row_groups: list[gr.Group] = []   # one per brush slot, shown while in use
         self.row_fields: list = []             # per slot: name, prompt, negative, alpha, blur, strength
         self.name_boxes: list[gr.Textbox] = []
+        self.removers: list[gr.Button] = []    # per slot: its ✕ button
 
     # ---------------------------------------------------------------- component lists of the events
     @property
     def palette_inputs(self) -> list:
         """Everything the palette rows hold (the masks are in the editor)."""
         return [self.count, self.bg_prompt, self.neg_prompt] + self.row_fields
+
+    @property
+    def palette_reads(self) -> set:
+        """The editor and the palette rows: everything a scene is built from."""
+        return {self.editor, *self.palette_inputs}
 
     @property
     def palette_outputs(self) -> list:

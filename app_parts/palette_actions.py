@@ -9,6 +9,7 @@ import gradio as gr
 from PIL import Image
 
 from semantic_draw import Scene, SemanticDrawError
+from semantic_draw.sizes import fit
 
 from . import canvas as cv
 from .files import load_palette_file
@@ -71,9 +72,8 @@ class PaletteActions:
         lost = (not any(m.any() for m in canvas.masks) and before is not None
                 and any(m.any() for m in before.masks))
         photo_h, photo_w = canvas.background.height, canvas.background.width
-        s = min(1.0, ui.cfg.max_canvas / max(photo_h, photo_w))
-        h = max(ui.multiple, int(photo_h * s) // ui.multiple * ui.multiple)
-        w = max(ui.multiple, int(photo_w * s) // ui.multiple * ui.multiple)
+        h, w = fit(photo_h, photo_w, ui.multiple, ui.cfg.max_canvas)
+        scaled = max(photo_h, photo_w) > ui.cfg.max_canvas
         shown = (int(data[ui.canvas_h] or 0), int(data[ui.canvas_w] or 0))
         if (h, w) == (canvas.height, canvas.width) == shown and not lost:
             return gr.skip()  # also the echo of the update below
@@ -81,7 +81,7 @@ class PaletteActions:
         masks = cv.resize_canvas(before if lost else canvas, h, w).masks
         if (h, w) != ((before.height, before.width) if before else (ui.cfg.height, ui.cfg.width)):
             gr.Info(f"The canvas is now {w}x{h}, the shape of the photo" +
-                    (" (scaled down to this server's limit)." if s < 1 else "."))
+                    (" (scaled down to this server's limit)." if scaled else "."))
         return ui.palette_update(ui.brushes(data), cv.Canvas(h, w, masks, photo))
 
     @friendly

@@ -8,6 +8,7 @@ import threading
 import traceback
 
 import gradio as gr
+import torch
 
 from semantic_draw import SemanticDrawError
 
@@ -80,16 +81,11 @@ def close_session(state) -> None:
 
 def describe(error: BaseException) -> str:
     """A message for the page; details of unexpected errors go to the server log only."""
-    if isinstance(error, SemanticDrawError):
-        if "every mask is empty" in str(error):  # semantic_draw fails so on a photo whose brushes are all soft or weak
-            return ("Nothing to redraw on the photo at the first step: every brush is soft (mask blur) or weaker "
-                    "than full strength (mask alpha) there. Set one brush's mask blur to 0 and its mask alpha to 1, "
-                    "or paint a larger region.")
-        return str(error)
-    text = f"{type(error).__name__}: {error}"
-    if "out of memory" in text.lower() or type(error).__name__ == "OutOfMemoryError":
+    if isinstance(error, torch.OutOfMemoryError):
         return ("The GPU ran out of memory. Try a smaller canvas, fewer brushes, or the one-shot mode "
                 "instead of the stream; the app is still running.")
+    if isinstance(error, SemanticDrawError):   # written for the user (ResourceError: with its own advice)
+        return str(error)
     log.error("unexpected error\n%s", "".join(traceback.format_exception(error)))
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
     return (f"Something went wrong on the server ({type(error).__name__}{': ' + first if first else ''}). "

@@ -2,8 +2,9 @@
 and the /stream API.
 
 A run: the Start click (`toggle`, no queue) bumps the session's run id and hands it to `stream_ui` (queued, limited
-to max_streams at once), which builds the first scene and pulls frames from the GPU worker until the run id changes
-(Stop, a new Start, a closed tab) or the time limit. Every edit on the page meanwhile goes to the worker's edit queue
+to max_streams at once), which builds the first scene and pulls the events of the GPU worker (semantic_draw's
+`StreamSession.run`: frames, settling, time limit) until the run id changes (Stop, a new Start, a closed tab) or the
+time limit. Every edit on the page meanwhile goes to the worker's edit queue
 as a new scene (`edit_canvas`, `edit_fields`) or seed (`edit_seed`): the stream never restarts for an edit.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from semantic_draw import Scene, SemanticDrawError
+from semantic_draw import OptionError, ResourceError, Scene, SemanticDrawError
 
 from . import canvas as cv
 from .config import START, STOP
@@ -26,10 +27,6 @@ from .session import SessionState, friendly
 from .work import edit_queue
 
 TICK_S = 0.5  # while nothing new comes, the status is refreshed at most this often
-
-
-def fps_of(times: list[float]) -> float:
-    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
 
 def frame_file(folder: Path, n: int, image) -> str:
@@ -67,29 +64,24 @@ class Streaming:
         every TICK_S. With `count` (the API), every computed frame is sent and the run ends after that many."""
         run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
         work = self.work(scene, int(seed or 0), edits, self.ui.cfg.stream_time_limit or None,
-                         every_frame=count is not None)
-        times: list[float] = []
+                         every_frame=count is not None, frames=count)
         shown, last_tick = 0, 0.0
         try:
-            for kind, payload in work:
+            for event in work:
                 if st.run != run or not st.streaming:
                     break
-                now = time.monotonic()
-                if kind == "warning":
-                    gr.Warning(payload)
-                elif kind == "timeout":
-                    gr.Info(f"The stream stopped after its time limit of {payload:g} s. Start it again to continue.")
-                elif kind in ("frame", "same"):
-                    times.append(now)
-                    del times[:-12]
-                    if kind == "frame":
-                        shown += 1
-                        yield frame_file(run_dir, shown, payload), fps_of(times), shown
-                        if count is not None and shown >= count:
-                            break
-                if kind in ("same", "tick") and now - last_tick >= TICK_S:
-                    last_tick = now
-                    yield None, (fps_of(times) if kind == "same" else 0.0), shown
+                if event.kind == "warning":
+                    gr.Warning(event.message)
+                elif event.kind == "timeout":
+                    gr.Info(event.message)
+                elif event.kind == "frame":
+                    shown += 1
+                    yield frame_file(run_dir, shown, event.image), event.fps, shown
+                else:  # "same" or "idle": nothing new to show, only the status (at most every TICK_S)
+                    now = time.monotonic()
+                    if now - last_tick >= TICK_S:
+                        last_tick = now
+                        yield None, event.fps, shown
         finally:
             work.close()
             edits.put(("stop", None))
@@ -117,8 +109,10 @@ class Streaming:
                 scene = scene.validate(max_side=cfg.max_stream_side, multiple=ui.multiple)
             except SemanticDrawError as e:
                 st.streaming = False
-                raise SemanticDrawError(f"{e} (The stream takes canvases up to {cfg.max_stream_side} px a side; "
-                                        "use Generate for larger ones.)" if "larger than" in str(e) else str(e))
+                if isinstance(e, ResourceError):  # the canvas is over the stream's limit
+                    raise ResourceError(f"{e} (The stream takes canvases up to {cfg.max_stream_side} px a side; "
+                                        "use Generate for larger ones.)") from None
+                raise
             st.edits = edits = edit_queue()
         for frame, fps, n in self.frames(st, run, scene, data[ui.seed], edits):
             text = status_text(fps, n, frame is not None, st.notes)
@@ -168,7 +162,7 @@ class Streaming:
         cfg = self.ui.cfg
         frames = int(frames or 0)
         if not 1 <= frames <= cfg.max_stream_frames:
-            raise SemanticDrawError(f"Ask for between 1 and {cfg.max_stream_frames} frames, got {frames}.")
+            raise OptionError(f"Ask for between 1 and {cfg.max_stream_frames} frames, got {frames}.")
         scene = api_palette(palette, cfg.max_stream_side, self.ui.multiple)
         st = SessionState()
         run = st.start_stream()

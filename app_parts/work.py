@@ -2,20 +2,17 @@
 
 Both kinds of work are generators of plain, picklable items so that they can run in ZeroGPU's worker process:
   one-shot: ("preview", step, steps, image) ... ("done", image)
-  stream:   ("frame", image) when the picture changed, ("same", None) when a computed frame equals the last one,
-            ("tick", None) while the settled stream waits for an edit, ("warning", text) when a live edit was refused, ("timeout", seconds) at the end.
+  stream:   the semantic_draw.StreamEvent items of `StreamSession.run` (small dataclasses: kind, frame count,
+            frames/s, PIL image, message).
 A running stream reads live edits from its `edits` queue: ("scene", Scene), ("seed", int) or ("stop", None).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
 import threading
 import time
-
-from semantic_draw import SemanticDrawError
 
 log = logging.getLogger("semantic_draw.app")
 
@@ -28,8 +25,6 @@ except Exception:  # pragma: no cover - the package is optional
 
 ON_ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
 PREVIEW_EVERY_S = 0.25  # at most this often an intermediate preview goes to the page
-IDLE_WAIT_S = 0.25      # a settled stream checks this often for edits and stop requests
-SETTLED_AFTER = 2       # identical frames in a row after which a stream counts as settled
 
 
 def edit_queue():
@@ -76,51 +71,12 @@ def make_workers(model, *, generate_duration: int = 120, stream_duration: int = 
                 return
 
     @GPU(duration=stream_duration)
-    def stream(scene, seed: int, edits, time_limit: float | None, every_frame: bool = False):
-        """Frames until stopped or out of time. Unless `every_frame`, a frame equal to the previous one is not sent
-        (("same", None) instead) and, once the picture has settled, no more are computed until the next edit:
-        a stream nobody edits costs no GPU time."""
-        session = model.stream(scene, seed=int(seed))
-        start = time.monotonic()
-        last, same, idle = None, 0, False
-        try:
-            while True:
-                todo = []
-                try:
-                    todo.append(edits.get(timeout=IDLE_WAIT_S) if idle else edits.get_nowait())
-                    while True:
-                        todo.append(edits.get_nowait())
-                except queue.Empty:
-                    pass
-                if any(kind == "stop" for kind, _ in todo):
-                    return
-                if time_limit and time.monotonic() - start >= time_limit:
-                    yield ("timeout", time_limit)
-                    return
-                scenes = [payload for kind, payload in todo if kind == "scene"]
-                seeds = [payload for kind, payload in todo if kind == "seed"]
-                if scenes:  # only the newest edit matters
-                    try:
-                        session.update(scenes[-1])
-                    except SemanticDrawError as e:
-                        yield ("warning", str(e))
-                if seeds:
-                    session.set_seed(int(seeds[-1]))
-                if todo:
-                    idle, same = False, 0
-                if idle:
-                    yield ("tick", None)
-                    continue
-                frame = session.next_frame()
-                if every_frame:
-                    yield ("frame", frame)
-                    continue
-                digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
-                same = same + 1 if digest == last else 0
-                last = digest
-                idle = same >= SETTLED_AFTER
-                yield ("frame", frame) if same == 0 else ("same", None)
-        finally:
-            session.close()
+    def stream(scene, seed: int, edits, time_limit: float | None, every_frame: bool = False,
+               frames: int | None = None):
+        """The events of one stream run (StreamSession.run), until stopped, out of time or `frames` frames. Unless
+        `every_frame`, a settled stream computes nothing until the next edit: a stream nobody edits costs no GPU
+        time."""
+        with model.stream(scene, seed=int(seed)) as session:
+            yield from session.run(edits, time_limit=time_limit, frames=frames, every_frame=every_frame)
 
     return generate, stream

@@ -20,7 +20,7 @@ from semantic_draw import SemanticDraw, SemanticDrawError
 from semantic_draw.scene import palette_colors
 
 from app_parts import canvas as cv
-from app_parts.config import METHOD_CHOICES, START, AppConfig
+from app_parts.config import METHOD_CHOICES, REGION_CHOICES, START, AppConfig
 from app_parts.files import load_examples
 from app_parts.frontend import SET_NAMES, hex_colors, page_css, page_script, swatch
 from app_parts.generation import Generation
@@ -112,6 +112,8 @@ def output_column(ui: Page) -> None:
             ui.seed = gr.Number(0, precision=0, label="Seed", minimum=0, maximum=2**31 - 1, scale=3)
             ui.dice = gr.Button("Random", scale=0, min_width=80, elem_id="sd-dice")
         ui.method = gr.Dropdown(METHOD_CHOICES, value="semanticdraw", label="Method (one-shot)")
+        ui.regions = gr.Radio(REGION_CHOICES, value="latent", label="Region layout (stream: at the next Start)",
+                              elem_id="sd-regions")
         limit_note = (f"Each stream stops after {cfg.stream_time_limit:g} s; start it again to continue."
                       if cfg.stream_time_limit else "")
         gr.Markdown(f"<small>Stream canvases up to {cfg.max_stream_side} px a side; one-shot up to "
@@ -170,6 +172,7 @@ def api_components(ui: Page) -> None:
         ui.api_palette = gr.File(label="palette", file_types=[".zip"])
         ui.api_seed = gr.Number(0, precision=0, label="seed")
         ui.api_method = gr.Textbox("semanticdraw", label="method: semanticdraw, multidiffusion-fast or multidiffusion")
+        ui.api_regions = gr.Textbox("latent", label="regions: latent (one view per brush) or attention")
         ui.api_frames = gr.Number(8, precision=0, label="frames")
         ui.api_image = gr.Image(type="pil", format="png", label="image")
         ui.api_generate_btn = gr.Button()
@@ -216,7 +219,7 @@ def wire_palette(ui: Page, palette: PaletteActions) -> None:
 
 def wire_generate(ui: Page, gen: Generation) -> None:
     """One-shot generation."""
-    ui.generate_btn.click(gen.generate_ui, {ui.state, ui.seed, ui.method, *ui.palette_reads},
+    ui.generate_btn.click(gen.generate_ui, {ui.state, ui.seed, ui.method, ui.regions, *ui.palette_reads},
                           [ui.output, ui.history, ui.status], api_visibility="undocumented",
                           concurrency_limit=ui.cfg.max_generations, concurrency_id="generate",
                           show_progress="full")
@@ -225,7 +228,7 @@ def wire_generate(ui: Page, gen: Generation) -> None:
 def wire_stream(ui: Page, live: Streaming) -> None:
     """Start / Stop, then the frames; every edit meanwhile reaches the running stream."""
     ui.stream_btn.click(live.toggle, ui.state, [ui.stream_btn, ui.token], queue=False, **QUICK).then(
-        live.stream_ui, {ui.state, ui.token, ui.seed, *ui.palette_reads},
+        live.stream_ui, {ui.state, ui.token, ui.seed, ui.regions, *ui.palette_reads},
         [ui.output, ui.status, ui.stream_btn], api_visibility="undocumented", concurrency_limit=ui.cfg.max_streams,
         concurrency_id="stream", show_progress="hidden").then(live.sync_button, ui.state, ui.stream_btn, **QUICK)
     ui.editor.change(live.edit_canvas, {ui.state, ui.editor}, None, **LIVE_EDIT)
@@ -237,9 +240,11 @@ def wire_stream(ui: Page, live: Streaming) -> None:
 def wire_api(ui: Page, gen: Generation, live: Streaming) -> None:
     """API: palette file in, image(s) out."""
     cfg = ui.cfg
-    ui.api_generate_btn.click(gen.api_generate, [ui.api_palette, ui.api_seed, ui.api_method], ui.api_image,
+    ui.api_generate_btn.click(gen.api_generate, [ui.api_palette, ui.api_seed, ui.api_method, ui.api_regions],
+                              ui.api_image,
                               api_name="generate", concurrency_limit=cfg.max_generations, concurrency_id="generate")
-    ui.api_stream_btn.click(live.api_stream, [ui.api_palette, ui.api_seed, ui.api_frames], ui.api_image,
+    ui.api_stream_btn.click(live.api_stream, [ui.api_palette, ui.api_seed, ui.api_frames, ui.api_regions],
+                            ui.api_image,
                             api_name="stream", concurrency_limit=cfg.max_streams, concurrency_id="stream")
 
 

@@ -13,6 +13,10 @@ METHOD_CHOICES = [("SemanticDraw", "semanticdraw"),
                   ("MultiDiffusion, 50 steps (reference, slow)", "multidiffusion")]
 
 
+REGION_CHOICES = [("Latent: one view per brush (the paper's)", "latent"),
+                  ("Attention: one view, brushes mixed in attention (fast with many brushes)", "attention")]
+
+
 def method_label(method: str) -> str:
     return dict((v, k) for k, v in METHOD_CHOICES).get(method, method)
 

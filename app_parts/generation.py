@@ -17,9 +17,9 @@ class Generation:
     def __init__(self, ui: Page, work):
         self.ui, self.work = ui, work   # work: the GPU generator of app_parts.work.make_workers
 
-    def run(self, scene: Scene, seed, method, progress=None):
+    def run(self, scene: Scene, seed, method, regions="latent", progress=None):
         """Yields previews, returns the final image (through StopIteration.value)."""
-        for item in self.work(scene, int(seed or 0), method or "semanticdraw"):
+        for item in self.work(scene, int(seed or 0), method or "semanticdraw", regions or "latent"):
             if item[0] == "preview":
                 _, step, steps, image = item
                 if progress is not None:
@@ -40,7 +40,7 @@ class Generation:
         seed = int(data[ui.seed] or 0)
         label = method_label(data[ui.method])
         t0 = time.monotonic()
-        work = self.run(scene, seed, data[ui.method], progress)
+        work = self.run(scene, seed, data[ui.method], data[ui.regions], progress)
         while True:
             try:
                 preview = next(work)
@@ -54,9 +54,9 @@ class Generation:
                ui.status: f"{label}: {scene.width}x{scene.height} in {took:.1f} s (seed {seed})"}
 
     @friendly
-    def api_generate(self, palette, seed, method):
+    def api_generate(self, palette, seed, method, regions="latent"):
         """Generate one image from a palette file (.zip with scene.json and RGBA masks)."""
-        work = self.run(api_palette(palette, self.ui.cfg.max_canvas, self.ui.multiple), seed, method)
+        work = self.run(api_palette(palette, self.ui.cfg.max_canvas, self.ui.multiple), seed, method, regions)
         while True:
             try:
                 next(work)

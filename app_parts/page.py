@@ -37,6 +37,7 @@ class Page:
     seed: gr.Number
     dice: gr.Button
     method: gr.Dropdown
+    regions: gr.Radio
     # palette
     bg_prompt: gr.Textbox
     neg_prompt: gr.Textbox

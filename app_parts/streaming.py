@@ -37,8 +37,9 @@ def frame_file(folder: Path, n: int, image) -> str:
     return str(path)
 
 
-def status_text(fps: float, frame: int, new: bool, notes: list[str]) -> str:
-    text = (f"**Streaming** · {fps:.1f} frames/s · frame {frame}" if new or fps > 0 else
+def status_text(fps: float, frame: int, new: bool, notes: list[str], views: int = 0) -> str:
+    cost = f" · {views} views per frame" if views else ""
+    text = (f"**Streaming** · {fps:.1f} frames/s{cost} · frame {frame}" if new or fps > 0 else
             f"**Streaming** · frames/s: settled, waiting for your next edit · frame {frame}")
     return text + "".join(f"  \n⚠ {x}" for x in notes)
 
@@ -58,13 +59,14 @@ class Streaming:
     def sync_button(self, st: SessionState):
         return gr.Button(STOP if st.streaming else START)
 
-    def frames(self, st: SessionState, run: int, scene: Scene, seed, edits, count: int | None = None):
-        """(frame or None, frames per second, frames shown) of one stream run, until stopped or out of time.
-        None means "nothing new" (fps 0: the picture settled and the stream waits for an edit); those come at most
-        every TICK_S. With `count` (the API), every computed frame is sent and the run ends after that many."""
+    def frames(self, st: SessionState, run: int, scene: Scene, seed, edits, count: int | None = None,
+               regions: str = "latent"):
+        """(frame or None, frames per second, frames shown, views per frame) of one stream run, until stopped or out
+        of time. None means "nothing new" (fps 0: the picture settled and the stream waits for an edit); those come
+        at most every TICK_S. With `count` (the API), every computed frame is sent and the run ends after that many."""
         run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
         work = self.work(scene, int(seed or 0), edits, self.ui.cfg.stream_time_limit or None,
-                         every_frame=count is not None, frames=count)
+                         every_frame=count is not None, frames=count, regions=regions or "latent")
         shown, last_tick = 0, 0.0
         try:
             for event in work:
@@ -76,12 +78,12 @@ class Streaming:
                     gr.Info(event.message)
                 elif event.kind == "frame":
                     shown += 1
-                    yield frame_file(run_dir, shown, event.image), event.fps, shown
+                    yield frame_file(run_dir, shown, event.image), event.fps, shown, event.views
                 else:  # "same" or "idle": nothing new to show, only the status (at most every TICK_S)
                     now = time.monotonic()
                     if now - last_tick >= TICK_S:
                         last_tick = now
-                        yield None, event.fps, shown
+                        yield None, event.fps, shown, event.views
         finally:
             work.close()
             edits.put(("stop", None))
@@ -114,8 +116,8 @@ class Streaming:
                                         "use Generate for larger ones.)") from None
                 raise
             st.edits = edits = edit_queue()
-        for frame, fps, n in self.frames(st, run, scene, data[ui.seed], edits):
-            text = status_text(fps, n, frame is not None, st.notes)
+        for frame, fps, n, views in self.frames(st, run, scene, data[ui.seed], edits, regions=data[ui.regions]):
+            text = status_text(fps, n, frame is not None, st.notes, views)
             yield {ui.output: frame, ui.status: text} if frame is not None else {ui.status: text}
         yield {ui.status: "Stream stopped.", ui.stream_btn: gr.Button(START)}
 
@@ -157,7 +159,7 @@ class Streaming:
 
     # ---------------------------------------------------------------- API
     @friendly
-    def api_stream(self, palette, seed, frames):
+    def api_stream(self, palette, seed, frames, regions="latent"):
         """Stream `frames` frames of a palette file (.zip); yields each frame as it comes."""
         cfg = self.ui.cfg
         frames = int(frames or 0)
@@ -166,5 +168,5 @@ class Streaming:
         scene = api_palette(palette, cfg.max_stream_side, self.ui.multiple)
         st = SessionState()
         run = st.start_stream()
-        for frame, _, _ in self.frames(st, run, scene, seed, edit_queue(), count=frames):
+        for frame, _, _, _ in self.frames(st, run, scene, seed, edit_queue(), count=frames, regions=regions):
             yield frame

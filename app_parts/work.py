@@ -44,7 +44,7 @@ def make_workers(model, *, generate_duration: int = 120, stream_duration: int = 
     """The two GPU functions, bound to the shared, read-only model (a closure: ZeroGPU must not pickle it)."""
 
     @GPU(duration=generate_duration)
-    def generate(scene, seed: int, method: str):
+    def generate(scene, seed: int, method: str, regions: str = "latent"):
         items: queue.Queue = queue.Queue()
         last = [0.0]
 
@@ -56,7 +56,8 @@ def make_workers(model, *, generate_duration: int = 120, stream_duration: int = 
 
         def run():
             try:
-                items.put(("done", model.generate(scene, seed=int(seed), method=method, callback=callback)))
+                items.put(("done", model.generate(scene, seed=int(seed), method=method, regions=regions,
+                                                  callback=callback)))
             except BaseException as e:  # handed to the caller's thread
                 items.put(("error", e))
 
@@ -72,11 +73,11 @@ def make_workers(model, *, generate_duration: int = 120, stream_duration: int = 
 
     @GPU(duration=stream_duration)
     def stream(scene, seed: int, edits, time_limit: float | None, every_frame: bool = False,
-               frames: int | None = None):
+               frames: int | None = None, regions: str = "latent"):
         """The events of one stream run (StreamSession.run), until stopped, out of time or `frames` frames. Unless
         `every_frame`, a settled stream computes nothing until the next edit: a stream nobody edits costs no GPU
         time."""
-        with model.stream(scene, seed=int(seed)) as session:
+        with model.stream(scene, seed=int(seed), regions=regions) as session:
             yield from session.run(edits, time_limit=time_limit, frames=frames, every_frame=every_frame)
 
     return generate, stream

@@ -7,7 +7,8 @@
 Scenes are synthetic: N rectangles and ellipses spread over the canvas on a grid, over a background prompt. For each
 N the stream is filled (first frame) and warmed up, then --frames frames are timed one by one (device synchronized;
 a frame ends when its PIL image exists). The time inside the network (a Timed wrapper on ``model.network``) and
-inside the tiny-VAE decode (``model.decoder``) is measured per frame; the rest is "other" (region step, masks, bookkeeping).
+inside the tiny-VAE decode (``model.decoder``) is measured per frame; the rest is "other" (region step, masks,
+bookkeeping).
 The same scene is then generated one-shot (``model.generate``, full VAE decode) --oneshot-repeats times.
 """
 from __future__ import annotations

@@ -73,7 +73,8 @@ class Schedule:
         """The values at step indices ``step`` ([N] long) that turn a raw model output into (x0_hat, eps_hat)."""
         shape = (-1, 1, 1, 1)
         lcm = self.c_skip is not None
-        return Coefficients(self.table("alphas", device)[step].view(shape), self.table("sigmas", device)[step].view(shape),
+        return Coefficients(self.table("alphas", device)[step].view(shape),
+                            self.table("sigmas", device)[step].view(shape),
                             self.table("c_skip", device)[step].view(shape) if lcm else None,
                             self.table("c_out", device)[step].view(shape) if lcm else None)
 

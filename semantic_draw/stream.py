@@ -21,6 +21,7 @@ import torch
 
 from .denoiser import Counted, Counts, Denoiser, for_options
 from .errors import SemanticDrawError, SessionClosedError, SceneError
+from .memory import out_of_memory_is_a_resource_error
 from .noise import NoiseSource
 from .oneshot import initial_latent
 from .plan import Plan, PlanBuilder
@@ -45,6 +46,7 @@ class StreamEvent:
     fps: float = 0.0                # frames per second over the last few frames (0 while settled)
     image: Any = None
     message: str = ""
+    views: int = 0                  # views (items) the last computed frame evaluated, in calls_last_frame calls
 
 
 class StreamSession:
@@ -145,6 +147,7 @@ class StreamSession:
                     "items_last_frame": self._last["items"], "seconds_last_frame": self._last["seconds"],
                     "regions": self.builder.layout, "slots": self.schedule.steps, "layers": len(self.scene.layers)}
 
+    @out_of_memory_is_a_resource_error("Try a smaller canvas, fewer brushes, or the attention region layout.")
     def next_frame(self, output: str = "pil"):
         """The next frame: a PIL image (or its latent [1, C, h, w] with output="latent")."""
         with self._lock:
@@ -229,14 +232,15 @@ class StreamSession:
             image = self.next_frame()
             made += 1
             times = (times + [time.monotonic()])[-12:]
+            views = self._last["items"]
             if every_frame:
-                yield StreamEvent("frame", made, _fps(times), image)
+                yield StreamEvent("frame", made, _fps(times), image, views=views)
             else:
                 digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
                 same = same + 1 if digest == last else 0
                 last, idle = digest, same >= settled_after
-                yield StreamEvent("frame", made, _fps(times), image) if same == 0 else StreamEvent(
-                    "same", made, _fps(times))
+                yield StreamEvent("frame", made, _fps(times), image, views=views) if same == 0 else StreamEvent(
+                    "same", made, _fps(times), views=views)
             if frames is not None and made >= frames:
                 return
 

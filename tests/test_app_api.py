@@ -153,3 +153,16 @@ def test_photo_with_only_a_soft_brush_gives_an_image_or_says_what_to_change(clie
         assert "mask blur to 0" in message and "every mask is empty" not in message, message
     else:
         assert image.shape == (SIZE, SIZE, 3)
+
+
+def test_the_attention_layout_through_the_api(client, model, palette):
+    image = open_image(client.predict(handle_file(str(palette)), 7, "semanticdraw", "attention", api_name="/generate"))
+    direct = np.asarray(model.generate(Scene.load(palette), seed=7, regions="attention").convert("RGB"))
+    assert np.abs(image.astype(int) - direct.astype(int)).max() <= 1
+    latent = open_image(client.predict(handle_file(str(palette)), 7, "semanticdraw", "latent", api_name="/generate"))
+    assert np.abs(image.astype(int) - latent.astype(int)).mean() > 0.5, "the layout has no effect"
+    frames = [open_image(p) for p in client.submit(handle_file(str(palette)), 3, 3, "attention", api_name="/stream")]
+    assert len(frames) == 3 and frames[0].shape == (SIZE, SIZE, 3)
+    with pytest.raises(Exception) as err:
+        client.predict(handle_file(str(palette)), 0, "semanticdraw", "pixels", api_name="/generate")
+    assert "region layout" in str(err.value)

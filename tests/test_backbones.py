@@ -205,3 +205,32 @@ def test_v_prediction_models_are_refused():
     pipe.scheduler.register_to_config(prediction_type="v_prediction")
     with pytest.raises(SemanticDrawError, match="v_prediction"):
         backbone_from_pipeline(pipe)
+
+
+def test_large_canvases_go_through_the_vae_in_tiles_and_a_whole_pass_out_of_memory_falls_back(monkeypatch):
+    from semantic_draw.backbones import common
+    bb = backbone_from_pipeline(build_tiny_pipeline("sd15"))
+    latents = torch.randn(1, 4, 24, 24, generator=torch.Generator().manual_seed(5))   # 192 px: three 64 px tiles
+    whole = bb.decode(latents)
+    seen = []
+    decode = type(bb.pipe.vae).decode
+
+    def spy(vae, z, *args, **kwargs):
+        seen.append(vae.use_tiling)
+        return decode(vae, z, *args, **kwargs)
+
+    monkeypatch.setattr(type(bb.pipe.vae), "decode", spy)
+    monkeypatch.setattr(common, "TILE_ABOVE_PIXELS", 128 * 128)
+    tiled = bb.decode(latents)
+    assert seen == [True] and tiled.shape == whole.shape and not torch.allclose(tiled, whole)
+    assert bb.pipe.vae.use_tiling is False                                  # the flag is put back
+    assert bb.encode_image(torch.zeros(1, 3, 192, 192)).shape == (1, 4, 24, 24)
+
+    def short_of_memory(vae, z, *args, **kwargs):
+        if not vae.use_tiling:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return decode(vae, z, *args, **kwargs)
+
+    monkeypatch.setattr(type(bb.pipe.vae), "decode", short_of_memory)
+    monkeypatch.setattr(common, "TILE_ABOVE_PIXELS", 4096 * 4096)
+    torch.testing.assert_close(bb.decode(latents), tiled)                  # the whole pass failed: tiles instead

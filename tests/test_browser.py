@@ -551,3 +551,34 @@ def test_closing_the_tab_stops_the_stream(browser, server, model, monkeypatch):
     calls = model.calls
     time.sleep(2)
     assert model.calls == calls, "the model kept working for a closed tab"
+
+
+def test_the_region_layout_toggle_reaches_stream_and_generate(browser, server, model, monkeypatch):
+    sessions = record_streams(model, monkeypatch)
+    layouts = []
+    real_generate = model.generate
+
+    def recording_generate(*args, **kwargs):
+        layouts.append(kwargs.get("regions"))
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recording_generate)
+    context, page = open_page(browser, server)
+    try:
+        select_layer(page, 0)
+        stroke(page, [(0.2, 0.2), (0.6, 0.3), (0.3, 0.6)])
+        page.locator("#sd-regions").get_by_text("Attention", exact=False).click()
+        page.locator("#sd-generate").click()
+        wait_generated(page)
+        assert layouts == ["attention"] and output_pixels(page).std() > 1.0
+        page.locator("#sd-stream").click()
+        page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('frames/s')",
+                               timeout=120_000)
+        shot(page, "browser_attention_layout")
+        stats = sessions[-1].stats()
+        assert stats["regions"] == "attention" and stats["calls_last_frame"] == 1
+        page.locator("#sd-stream").click()
+        page.wait_for_function("() => document.querySelector('#sd-stream')?.innerText.includes('Start')",
+                               timeout=30_000)
+    finally:
+        context.close()

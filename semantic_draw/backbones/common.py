@@ -7,6 +7,7 @@ scaling_factor (1.0 for the TAESD family) and shift_factor (0.0) are applied wit
 """
 from __future__ import annotations
 
+import contextlib
 from abc import abstractmethod
 from typing import Any, Sequence
 
@@ -32,22 +33,63 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+# Canvases above this many pixels go through the VAE in overlapping tiles (diffusers' tiled encode / decode), so
+# that memory stays bounded whatever the size: a full-canvas decode's activations grow with the pixels (about 2.7 GiB
+# per megapixel for the SD VAEs in fp16); below it, and when a full pass runs out of memory, the other way is used.
+TILE_ABOVE_PIXELS = 2048 * 1024
+
+
+@contextlib.contextmanager
+def _tiling(vae: Any, on: bool):
+    """diffusers' VAEs tile when ``use_tiling`` is set; set it for one call (callers hold the model lock)."""
+    before = getattr(vae, "use_tiling", False)
+    vae.use_tiling = on
+    try:
+        yield
+    finally:
+        vae.use_tiling = before
+
+
+def _tiled_or_whole(pixels: int, run):
+    """run(tiled) whole below TILE_ABOVE_PIXELS, tiled above it, and tiled again if the whole pass runs out of
+    memory."""
+    tiled = pixels > TILE_ABOVE_PIXELS
+    try:
+        return run(tiled)
+    except torch.OutOfMemoryError:
+        if tiled:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return run(True)
+
+
 @torch.no_grad()
 def vae_encode(vae: Any, images: torch.Tensor) -> torch.Tensor:
     """[N, 3, H, W] in [-1, 1] -> normalized latents, float32 (the posterior mean: deterministic)."""
     x = images.to(module_device(vae), module_dtype(vae))
-    out = vae.encode(x)
+
+    def run(tiled):
+        with _tiling(vae, tiled):
+            return vae.encode(x)
+
+    out = _tiled_or_whole(x.shape[-2] * x.shape[-1], run)
     z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
     scale, shift = _factors(vae)
     return ((z.float() - shift) * scale)
 
 
 @torch.no_grad()
-def vae_decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+def vae_decode(vae: Any, latents: torch.Tensor, factor: int = 8) -> torch.Tensor:
     """Normalized latents -> [N, 3, H, W] float32 in [-1, 1]."""
     scale, shift = _factors(vae)
-    z = latents.float() / scale + shift
-    image = vae.decode(z.to(module_device(vae), module_dtype(vae))).sample
+    z = (latents.float() / scale + shift).to(module_device(vae), module_dtype(vae))
+
+    def run(tiled):
+        with _tiling(vae, tiled):
+            return vae.decode(z).sample
+
+    image = _tiled_or_whole(z.shape[-2] * z.shape[-1] * factor * factor, run)
     return image.float().clamp(-1.0, 1.0)
 
 

@@ -42,7 +42,7 @@ class Regions:
     group: torch.Tensor | None = None     # [N] long: the prompt set each item reads (None: all read set 0)
     context: object = None
 
-    def __getitem__(self, items: slice) -> "Regions":
+    def __getitem__(self, items) -> "Regions":
         def part(t):
             return None if t is None else t[items]
         return replace(self, weights=self.weights[items], alone=part(self.alone), group=part(self.group),
@@ -69,7 +69,7 @@ class Views:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def __getitem__(self, items: slice) -> "Views":
+    def __getitem__(self, items) -> "Views":
         def part(t):
             return None if t is None else t[items]
         return replace(self, x=self.x[items], step=self.step[items], crops=self.crops[items],
@@ -187,17 +187,39 @@ class SelfGuidance(Wrapper):
 
 class RegionAttention(Wrapper):
     """The attention layout: before each network call, the backbone turns the views' prompt weights into what its
-    attention processors read (weights per attention resolution, or SD3's joint-attention bias), once per call."""
+    attention processors read (weights per attention resolution, or SD3's joint-attention bias), once per call.
+
+    Items that read one prompt alone (bootstrapped brushes) go through the network's plain path in a call of their
+    own where the backbone says that is cheaper (``region_solo_apart``: SD3, whose text stream would otherwise carry
+    every prompt's tokens for them)."""
 
     def __init__(self, inner: Denoiser, backbone: Backbone):
         super().__init__(inner)
         self.backbone = backbone
 
     def predict(self, views: Views) -> torch.Tensor:
-        if views.regions is None:
+        r = views.regions
+        if r is None:
             return self.inner.predict(views)
-        regions = replace(views.regions, context=self.backbone.region_context(views.regions, views.x.shape[-2:]))
+        if getattr(self.backbone, "region_solo_apart", False) and r.alone is not None and (r.alone >= 0).any():
+            return self._apart(views, r.alone >= 0)
+        regions = replace(r, context=self.backbone.region_context(r, views.x.shape[-2:]))
         return self.inner.predict(replace(views, regions=regions))
+
+    def _apart(self, views: Views, solo: torch.Tensor) -> torch.Tensor:
+        """The solo items with their one prompt's rows (one call), the whole views with the regions (another)."""
+        r, dev = views.regions, views.x.device
+        idx, rest = solo.nonzero().flatten(), (~solo).nonzero().flatten()
+        group, slot = r.item_groups()[idx.to(r.weights.device)].cpu(), r.alone[idx]
+        plain = replace(views[idx], regions=None,
+                        cond={k: v[group.to(v.device), slot.to(v.device)] for k, v in r.prompts.items()})
+        out = self.inner.predict(plain)
+        if len(rest) == 0:
+            return out
+        whole = self.predict(views[rest])
+        merged = out.new_empty((len(views),) + out.shape[1:])
+        merged[idx.to(dev)], merged[rest.to(dev)] = out, whole
+        return merged
 
 
 class Batched(Wrapper):

@@ -180,3 +180,23 @@ def test_large_canvases_tile_in_the_attention_layout_too(model):
 def test_an_unknown_layout_is_an_option_error(model):
     with pytest.raises(OptionError, match="region layout"):
         model.generate(rect_scene(64, 64), seed=0, regions="pixels")
+
+
+def test_sd3_bootstrapped_brushes_take_the_plain_path_in_a_call_of_their_own():
+    model = SemanticDraw.from_preset("tiny-sd3")
+    scene = rect_scene(64, 64, [("a red apple", (8, 8, 40, 40)), ("a blue cup", (24, 24, 64, 64))],
+                       background_prompt="a table")
+    with model.stream(scene, seed=0, regions="attention") as session:
+        for _ in range(3):
+            session.next_frame(output="latent")
+        stats = session.stats()
+        boot = int(session.plan.nonempty[0, :session.plan.layers].sum())
+    assert boot >= 1 and stats["calls_last_frame"] == 2 and stats["items_last_frame"] == (stats["slots"] - 1) + boot
+    # the split changes nothing but the calls: the solo items' predictions are those of the regions path
+    whole = model.generate(scene, seed=0, regions="attention", output="latent")
+    model.backbone.region_solo_apart = False
+    try:
+        together = model.generate(scene, seed=0, regions="attention", output="latent")
+    finally:
+        del model.backbone.region_solo_apart
+    torch.testing.assert_close(whole, together, rtol=1e-4, atol=1e-4)

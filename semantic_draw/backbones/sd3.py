@@ -40,6 +40,7 @@ class SD3Backbone(DiffusersBackbone):
         return encoder(ids.to(encoder.device))[0].to(self.device, dtype)
 
     region_processor = RegionJointAttnProcessor
+    region_solo_apart = True   # a bootstrapped brush reads one prompt: its own call spares it every prompt's tokens
 
     def region_context(self, regions, view_hw):
         return joint_context(regions, tuple(view_hw), self.denoiser.config.patch_size, self.dtype, self.device)

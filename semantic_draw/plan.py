@@ -243,7 +243,8 @@ class PlanBuilder:
         if not specs:
             raise SceneError("Nothing to draw: add a brush or a background prompt.")
         masks = self._step_masks(specs)
-        cond, uncond = conditioning(specs, scene.background, self.prompts, self.with_uncond)
+        cond, uncond = (self._to_model(c) for c in conditioning(specs, scene.background, self.prompts,
+                                                                 self.with_uncond))
         z_bg, z_white = self._background_latents(scene.background.image, h, w)
         if (h, w) not in self._tilings:
             self._tilings[(h, w)] = make_tiling(h, w, max(1, self.tile_size // f))
@@ -255,9 +256,11 @@ class PlanBuilder:
         (prompt, negative) rows share a slot, whose weight is the sum of theirs."""
         first = 1 if scene.background.image is None else 0   # plan layer 0 is then the background prompt's
         bg = scene.background
-        rows = {k: torch.cat([self.prompts.get([bg.prompt or ""])[k], v[first:]]) for k, v in cond.items()}
+        rows = {k: torch.cat([self._to_model(self.prompts.get([bg.prompt or ""]))[k], v[first:]])
+                for k, v in cond.items()}
         negs = None if uncond is None else {
-            k: torch.cat([self.prompts.get([bg.negative_prompt or ""])[k], v[first:]]) for k, v in uncond.items()}
+            k: torch.cat([self._to_model(self.prompts.get([bg.negative_prompt or ""]))[k], v[first:]])
+            for k, v in uncond.items()}
         slot_of_row, distinct = [], []
         for r in range(len(next(iter(rows.values())))):
             same = [i for i, d in enumerate(distinct) if all(torch.equal(t[r], t[d]) for t in (*rows.values(),
@@ -303,6 +306,12 @@ class PlanBuilder:
             self._masks.move_to_end(key)
             out.append(steps)
         return torch.stack(out, 1)
+
+    def _to_model(self, cond: Cond | None) -> Cond | None:
+        """Rows in the network's dtype, once per build (prompt strength is applied in float32 before)."""
+        if cond is None:
+            return None
+        return {k: v.to(self.backbone.device, self.backbone.dtype) for k, v in cond.items()}
 
     def _encode_prompts(self, prompts: Sequence[str]) -> Cond:
         with self.lock, torch.inference_mode():

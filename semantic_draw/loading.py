@@ -1,13 +1,18 @@
 """Loading weights: presets, hub ids, local diffusers folders, single .safetensors files, LoRAs, tiny VAEs.
 
-Only safetensors are ever read: pickle files (.ckpt, .bin, .pt, .pth) can run code when unpickled and are refused.
-When weights cannot be fetched (no network, a gated repository) the error says so and names the offline presets.
+Only safetensors are ever read: pickle files (.ckpt, .bin, .pt, .pth) can run code when unpickled and are refused
+where a load would read them (a file given, a pipeline folder's components, a LoRA or VAE folder; other folders are
+not looked at). Every local .safetensors file a load reads has its header checked first (``check_safetensors``: size,
+JSON, dtypes, shapes, offsets), and whatever a checkpoint of any shape makes diffusers raise becomes one LoadError
+(ResourceError when memory runs out). When weights cannot be fetched (no network, a gated repository) the error says
+so and names the offline presets.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,11 +20,16 @@ import torch
 
 from .backbones import registry
 from .backbones.base import Backbone
-from .errors import LoadError
+from .errors import LoadError, ResourceError, SemanticDrawError
+from .options import shown
 from .presets import Preset, get_preset
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 OFFLINE_PRESETS = "tiny-sd15, tiny-sdxl, tiny-sd3"
+MAX_SAFETENSORS_HEADER = 16 * 2 ** 20   # bytes of a .safetensors JSON header (SDXL's is ~0.3 MiB)
+MAX_CONFIG_BYTES = 2 ** 20              # bytes of a model_index.json / adapter_config.json
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 _DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
 
@@ -31,8 +41,17 @@ def default_device_dtype(device: Any = None, dtype: Any = None) -> tuple[torch.d
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
         device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise LoadError(f"Unknown device {device!r} (try 'cuda', 'cuda:1', 'mps' or 'cpu').") from err
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise LoadError(f"Unknown device {shown(device)} (try 'cuda', 'cuda:1', 'mps' or 'cpu').") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LoadError(f"Device {device} asked for, but CUDA is not available here (a CPU-only torch build or no "
+                        "visible GPU); use device='cpu'.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise LoadError(f"Device {device} asked for, but this machine has {torch.cuda.device_count()} GPU(s).")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LoadError("Device 'mps' asked for, but Apple's Metal (MPS) is not available here; use device='cpu'.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise LoadError(f"Unsupported device {device}; use 'cuda', 'cuda:1', 'mps' or 'cpu'.")
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else torch.float16
     elif isinstance(dtype, str):
@@ -59,16 +78,105 @@ def _fetch_error(source: str, err: Exception, single_file: bool = False) -> Load
 
 
 def _refuse_pickle(path: Path) -> None:
+    """Refuses a pickle file, or a folder a load would read pickle weights from; checks the headers of the
+    .safetensors files it would read instead (``check_safetensors``)."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise LoadError(f"{path.name} is a pickle file, which can run code when loaded; it is refused. "
-                                "Use .safetensors weights (most models publish them).")
+                        "Use .safetensors weights (most models publish them).")
+    if path.suffix.lower() == ".safetensors" and path.is_file():
+        check_safetensors(path)
     if path.is_dir():
-        for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-            files = [f for f in folder.iterdir() if f.is_file()]
+        for folder in _weight_folders(path):
+            files = [f for f in folder.iterdir() if not f.is_dir()]   # pipes and link loops too: refused below
             if any(f.suffix.lower() in PICKLE_SUFFIXES for f in files) and not any(
                     f.suffix == ".safetensors" for f in files):
                 raise LoadError(f"{folder} has only pickle weights (.bin/.ckpt), which can run code when "
-                                        "loaded; they are refused. Convert them to .safetensors.")
+                                "loaded; they are refused. Convert them to .safetensors.")
+            for f in files:
+                if f.suffix == ".safetensors":
+                    check_safetensors(f)
+
+
+def _weight_folders(path: Path) -> list[Path]:
+    """The folders a load of the folder ``path`` reads weights from: itself, and the components its
+    model_index.json names (a pipeline). Other folders (old checkpoints, extras) are not looked at."""
+    folders = [path]
+    if (path / "model_index.json").is_file():
+        for name, value in _json_file(path / "model_index.json").items():
+            if name.startswith("_") or not isinstance(value, list):
+                continue
+            if not re.fullmatch(r"[\w.-]+", name) or name in (".", ".."):
+                raise LoadError(f"{path}: model_index.json names a component {shown(name)} that is not a folder "
+                                "inside it.")
+            if (path / name).is_dir():
+                folders.append(path / name)
+    return folders
+
+
+def _json_file(path: str | Path, what: str | None = None) -> dict:
+    """A JSON object from a small local file (at most MAX_CONFIG_BYTES), or one LoadError."""
+    from .palette import parse_json
+    from .scene import read_file
+    what = what or str(path)
+    try:
+        value = parse_json(read_file(path, MAX_CONFIG_BYTES, what, "a JSON file"), what)
+    except SemanticDrawError as err:
+        raise LoadError(str(err)) from None
+    if not isinstance(value, dict):
+        raise LoadError(f"{what} must hold a JSON object, got {type(value).__name__}.")
+    return value
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Refuses (LoadError) a .safetensors file whose header is not what the format says: the 8-byte length, a JSON
+    object of at most MAX_SAFETENSORS_HEADER bytes, each tensor a known dtype, a shape of whole numbers and
+    data_offsets that match the shape and tile the data exactly (no gaps, no overlaps, nothing past the end)."""
+    from .palette import parse_json
+    from .scene import open_file
+    name = Path(path).name
+    try:
+        with open_file(path, sys.maxsize, name, "a .safetensors file") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if length < 2 or length > min(MAX_SAFETENSORS_HEADER, size - 8):
+                raise LoadError(f"{name} is not a .safetensors file: its header length ({length}) does not fit the "
+                                f"file ({size} bytes) or the limit of {MAX_SAFETENSORS_HEADER >> 20} MiB.")
+            header = parse_json(f.read(length), f"{name}'s header")
+    except LoadError:
+        raise
+    except SemanticDrawError as err:
+        raise LoadError(f"{name} is not a valid .safetensors file: {err}") from None
+    if not isinstance(header, dict):
+        raise LoadError(f"{name} is not a valid .safetensors file: its header is not a JSON object.")
+    spans = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise LoadError(f"{name}: __metadata__ must map names to text.")
+            continue
+        what = f"{name}: tensor {shown(key)}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) or \
+                entry["dtype"] not in SAFETENSORS_DTYPES:
+            raise LoadError(f"{what} has no known dtype ({', '.join(SAFETENSORS_DTYPES)}).")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+            raise LoadError(f"{what} has a shape that is not a list of whole numbers >= 0.")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise LoadError(f"{what} has data_offsets that are not two increasing whole numbers.")
+        if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[entry["dtype"]]:
+            raise LoadError(f"{what}: its data_offsets span {offsets[1] - offsets[0]} bytes, its shape and dtype "
+                            "need another size.")
+        spans.append(offsets)
+    end = 0
+    for start, stop in sorted(spans):
+        if start != end:
+            raise LoadError(f"{name}: the tensors' data overlap or leave gaps (at byte {start}); the file is damaged.")
+        end = stop
+    if end != size - 8 - length:
+        raise LoadError(f"{name}: the tensors' data end at byte {end}, the file holds {size - 8 - length}; the file "
+                        "is damaged or truncated.")
 
 
 # -- family detection ----------------------------------------------------------------------------------------------
@@ -81,8 +189,13 @@ def _family_from_class(name: str, source: str) -> str:
 
 def _single_file_keys(path: str | Path) -> list[str]:
     from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        return list(f.keys())
+    check_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    except Exception as err:   # safetensors' own SafetensorError and whatever else a damaged file gives
+        raise LoadError(f"{Path(path).name} is not a valid .safetensors file ({type(err).__name__}: "
+                        f"{shown(str(err), 300)}).") from None
 
 
 def family_of_single_file(path: str | Path) -> str:
@@ -125,7 +238,10 @@ def _detect_family(source: str, local_files_only: bool | None) -> str:
                                     "(owner/name).") from err
         except OSError as err:
             raise _fetch_error(source, err) from err
-    return _family_from_class(json.loads(Path(index).read_text()).get("_class_name", ""), source)
+    name = _json_file(index, "model_index.json").get("_class_name", "")
+    if not isinstance(name, str):
+        raise LoadError(f"{source}: model_index.json's _class_name must be text, got {type(name).__name__}.")
+    return _family_from_class(name, source)
 
 
 # -- pipelines -----------------------------------------------------------------------------------------------------
@@ -146,11 +262,32 @@ def load_pipeline(source: str | os.PathLike, family: str | None = None, loras: I
     weights unless ``fuse_loras=False`` (then they stay as named adapters "lora0", "lora1", ...).
     vae / tiny_vae: replacement AutoencoderKL / an AutoencoderTiny (attached as ``pipe.tiny_vae``).
     keep_t5: SD3 only; by default the 4.7B-parameter T5 encoder is not loaded and its tokens are zeros.
+    Whatever goes wrong is one LoadError (ResourceError when memory runs out).
     """
-    source = str(source)
-    if family is not None and family not in registry.FAMILIES:
-        raise LoadError(f"Unknown family {family!r}; choose one of {', '.join(registry.FAMILIES)}.")
+    for what, value in (("source", source), ("vae", vae), ("tiny_vae", tiny_vae), ("config", config)):
+        if not (value is None and what != "source") and not isinstance(value, (str, os.PathLike)):
+            raise LoadError(f"The {what} must be a hub id, a folder or a file (text), got {type(value).__name__}.")
+    if family is not None and (not isinstance(family, str) or family not in registry.FAMILIES):
+        raise LoadError(f"Unknown family {shown(family)}; choose one of {', '.join(registry.FAMILIES)}.")
+    for what, value in (("keep_t5", keep_t5), ("fuse_loras", fuse_loras), ("local_files_only", local_files_only)):
+        if not isinstance(value, bool) and not (value is None and what == "local_files_only"):
+            raise LoadError(f"{what} must be True or False, got {shown(value)}.")
     device, dtype = default_device_dtype(device, dtype)
+    items = _lora_items(loras)
+    try:
+        return _load_pipeline(str(source), family, items, vae, tiny_vae, config, keep_t5, device, dtype,
+                              local_files_only, fuse_loras)
+    except SemanticDrawError:
+        raise
+    except (MemoryError, torch.OutOfMemoryError):
+        raise ResourceError(f"Not enough memory to load {shown(str(source), 300)}.") from None
+    except Exception as err:   # whatever a checkpoint of any shape makes diffusers, transformers or torch raise
+        raise LoadError(f"{shown(str(source), 300)} could not be loaded ({type(err).__name__}: "
+                        f"{shown(str(err).strip().splitlines()[0] if str(err).strip() else '', 300)}).") from err
+
+
+def _load_pipeline(source: str, family: str | None, loras: list, vae, tiny_vae, config, keep_t5: bool, device,
+                   dtype, local_files_only: bool | None, fuse_loras: bool):
     is_file = _is_single_file(source)
     if is_file and _HUB_FILE_URL.match(source):
         source = _download_hub_file(source, local_files_only)
@@ -203,7 +340,7 @@ def _from_single_file(cls, source: str, family: str, config: str | None, kwargs:
         if not index.is_file():
             from huggingface_hub import hf_hub_download
             index = hf_hub_download(config, "model_index.json", local_files_only=bool(kwargs.get("local_files_only")))
-        classes = json.loads(Path(index).read_text())
+        classes = _json_file(index, "model_index.json")
         hub = {k: v for k, v in kwargs.items() if k == "local_files_only"}
         for name in missing:
             encoder_cls = getattr(transformers, classes[name][1])
@@ -226,18 +363,31 @@ def _load_model(cls, source: str, dtype: torch.dtype, hub: dict):
 
 # -- LoRAs ---------------------------------------------------------------------------------------------------------
 def _lora_items(loras: Iterable) -> list[tuple[str, str | None, float]]:
+    from .options import check_number
+    if isinstance(loras, (str, os.PathLike)):
+        loras = [loras]
+    try:
+        loras = list(loras)
+    except TypeError:
+        raise LoadError(f"loras must be a list of LoRAs, got {type(loras).__name__}.") from None
     items = []
     for item in loras:
-        item = (item,) if isinstance(item, (str, os.PathLike)) else tuple(item)
+        try:
+            item = (item,) if isinstance(item, (str, os.PathLike)) else tuple(item)
+        except TypeError:
+            item = (item, None, None, None)   # not a sequence: refused just below
         if not 1 <= len(item) <= 3:
-            raise LoadError(f"A LoRA is (source, weight_name, scale), not {item!r}.")
+            raise LoadError(f"A LoRA is (source, weight_name, scale), not {shown(item)}.")
         source, weight_name, scale = item + (None, None, 1.0)[len(item):]
-        items.append((str(source), weight_name, float(scale)))
+        if not isinstance(source, (str, os.PathLike)) or not isinstance(weight_name, (str, type(None))):
+            raise LoadError(f"A LoRA is (source, weight_name, scale) with a text source and weight name, not "
+                            f"{shown(item)}.")
+        items.append((str(source), weight_name, check_number(scale, "A LoRA's scale", -100.0, 100.0,
+                                                             error=LoadError)))
     return items
 
 
-def _apply_loras(pipe, family: str, loras: Iterable, hub: dict, fuse: bool) -> None:
-    items = _lora_items(loras)
+def _apply_loras(pipe, family: str, items: list, hub: dict, fuse: bool) -> None:
     names = []
     for i, (source, weight_name, scale) in enumerate(items):
         name = f"lora{i}"
@@ -281,12 +431,13 @@ def _peft_adapter(source: str, weight_name: str | None, family: str, hub: dict) 
     else:
         return None
     from safetensors.torch import load_file
-    config = json.loads(Path(config_file).read_text())
+    config = _json_file(config_file, "adapter_config.json")
     if config.get("use_dora"):
         raise LoadError(f"{source}: DoRA adapters are not supported.")
     if not Path(weights_file).is_file():
         raise LoadError(f"{source} has no adapter_model.safetensors (pickle adapters are refused).")
     prefix = registry.get_family(family).denoiser
+    check_safetensors(weights_file)
     weights = load_file(str(weights_file))
     out = {}
     for key, tensor in weights.items():
@@ -316,7 +467,7 @@ def backbone_from_pipeline(pipe, native_size: int | None = None, tile_size: int 
 
 def load_backbone(preset: str | Preset, device: Any = None, dtype: Any = None) -> Backbone:
     """The backbone of a preset (by name or a Preset), on ``device`` in ``dtype`` (defaults: default_device_dtype)."""
-    preset = get_preset(preset) if isinstance(preset, str) else preset
+    preset = preset if isinstance(preset, Preset) else get_preset(preset)
     if preset.tiny:
         from .tiny import build_tiny_pipeline
         device, dtype = default_device_dtype(device, dtype)

@@ -20,14 +20,17 @@ from .backbones.base import Backbone
 from .backbones.registry import Family, get_family
 from .denoiser import Counted, Counts, Denoiser, ModelDenoiser, Serialized, for_options
 from .errors import LoadError, OptionError
-from .noise import NoiseSource
+from .noise import NoiseSource, check_seed
+from .memory import out_of_memory_is_a_resource_error
 from .oneshot import StepInfo, method_settings, sample
 from .plan import PlanBuilder
-from .options import StepOptions
+from .options import (MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_known, check_max_pixels,  # noqa: F401
+                      check_number)
 from .schedule import SamplerSettings, build_schedule
+from .sharing import FairLock
 
 ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call
-OUTPUTS = ("pil", "latent")
+LOAD_OPTIONS = ("vae", "tiny_vae", "config", "keep_t5", "local_files_only", "fuse_loras")   # load_pipeline's extras
 
 
 def to_pil(images: torch.Tensor) -> Image.Image:
@@ -58,7 +61,7 @@ class SemanticDraw:
         self.settings = settings or self.spec.sampler
         self.guidance = guidance
         self.max_pixels = max_pixels
-        self._lock = threading.RLock()
+        self._lock = FairLock()        # network calls, encodes and decodes take turns, first come first served
         self.counts = Counts()
         self.network: Denoiser = ModelDenoiser(backbone)   # wrap it to change how the network runs (timing, compile)
         self.decoder = Decoder(backbone, self._lock)
@@ -83,6 +86,8 @@ class SemanticDraw:
     def from_preset(cls, name: str = "sd15", device=None, dtype=None, **kwargs) -> "SemanticDraw":
         from .loading import load_backbone
         from .presets import get_preset
+        check_known(kwargs, ["max_pixels"], "from_preset (besides name, device and dtype)")
+        check_max_pixels(kwargs.get("max_pixels"))
         preset = get_preset(name)
         backbone = load_backbone(preset, device=device, dtype=dtype)
         return cls(backbone, preset.settings, guidance=preset.guidance, name=preset.name, **kwargs)
@@ -92,6 +97,11 @@ class SemanticDraw:
                         settings: SamplerSettings | None = None, guidance: float = 0.0, **load_kwargs):
         """Any SD1.5 / SDXL / SD3 checkpoint: hub id, local diffusers folder or single .safetensors file."""
         from .loading import load_pipeline
+        check_known(load_kwargs, LOAD_OPTIONS, "from_pretrained (besides source, family, loras, device, dtype, "
+                    "settings and guidance)")
+        check_number(guidance, "guidance", 0.0, MAX_GUIDANCE)
+        if settings is not None and not isinstance(settings, SamplerSettings):
+            raise OptionError(f"settings must be a SamplerSettings, got {type(settings).__name__}.")
         pipe = load_pipeline(source, family=family, loras=loras, device=device, dtype=dtype, **load_kwargs)
         return cls.from_pipeline(pipe, settings=settings, guidance=guidance, name=str(source), family=family)
 
@@ -129,15 +139,11 @@ class SemanticDraw:
         return check_scene(scene, self.max_pixels)
 
     def step_options(self, **overrides) -> StepOptions:
-        known = set(StepOptions.__dataclass_fields__)
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise OptionError(f"Unknown option(s) {', '.join(unknown)}; the sampler takes "
-                              f"{', '.join(sorted(known))}.")
-        opts = StepOptions(guidance=self.guidance, guidance_mode="full" if self.guidance > 1 else "none")
-        if "guidance" in overrides and "guidance_mode" not in overrides:
-            opts.guidance_mode = "full" if overrides["guidance"] > 1 else "none"
-        return replace(opts, **overrides).check()
+        check_known(overrides, StepOptions.__dataclass_fields__, "the sampler")
+        opts = replace(StepOptions(guidance=self.guidance), **overrides).check()   # types and ranges first
+        if "guidance_mode" not in overrides:
+            opts.guidance_mode = "full" if opts.guidance > 1 else "none"
+        return opts
 
     def schedule(self, settings: SamplerSettings):
         return build_schedule(settings.sampler, self.backbone.scheduler_config, self.backbone.prediction_type,
@@ -167,6 +173,10 @@ class SemanticDraw:
         the weights are shared.
         """
         from .stream import StreamSession
+        check_seed(seed)
+        check_call(quantize=quantize, cover_alpha=cover_alpha, tile_size=tile_size, size_multiple=self.size_multiple,
+                   flags={"tiny_decode": tiny_decode},
+                   cache_sizes={"mask_cache_size": mask_cache_size, "prompt_cache_size": prompt_cache_size})
         settings = self.settings if quantize is None else replace(self.settings, quantize=quantize)
         opts = self.step_options(**{"batch_size": ONE_CALL, **step_overrides})
         builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size, regions=regions,
@@ -174,6 +184,7 @@ class SemanticDraw:
         return StreamSession(self.denoiser, builder, self.decoder, scene, seed, opts, tiny_decode=tiny_decode)
 
     # -- one-shot ------------------------------------------------------------------------------------------------
+    @out_of_memory_is_a_resource_error("Try a smaller canvas, a smaller tile_size or batch_size, or fewer brushes.")
     def generate(self, scene, seed: int = 0, method: str = "semanticdraw", *, steps: int | None = None,
                  sampler: str | None = None, quantize: str | None = None, cover_alpha: float | None = None,
                  tile_size: int | None = None, blend_background: bool = True, regions: str = "latent",
@@ -187,10 +198,12 @@ class SemanticDraw:
         StepOptions fields (guidance, guidance_mode, bootstrap_steps, bootstrap_mix_steps, centering,
         leak_sensitivity, batch_size). callback(info) runs after every step. output="latent" returns the latent.
         """
+        check_seed(seed)
+        check_call(steps=steps, sampler=sampler, quantize=quantize, cover_alpha=cover_alpha, tile_size=tile_size,
+                   size_multiple=self.size_multiple, output=output, callback=callback,
+                   flags={"blend_background": blend_background})
         scene = self.check_scene(scene)
         noise = NoiseSource(seed, self.device)
-        if output not in OUTPUTS:
-            raise OptionError(f"Unknown output {output!r}; choose 'pil' or 'latent'.")
         base = self.settings
         if sampler is not None:
             base = replace(base, sampler=sampler, timesteps=None, steps=steps or base.steps or 4)

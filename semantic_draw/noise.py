@@ -2,23 +2,16 @@
 seed, in a fixed order, on the CPU (so a seed gives the same image on any device), then moves to the device."""
 from __future__ import annotations
 
-import operator
-
 import torch
 
-from .errors import OptionError
+from .options import check_whole
 
 SEED_LIMIT = 2 ** 64   # seeds are whole numbers in [0, 2**64), what torch.Generator takes
 
 
 def check_seed(seed) -> int:
-    """A seed as an int, or one OptionError saying what a seed is."""
-    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
-        raise OptionError(f"The seed must be a whole number, got {seed!r}.")
-    seed = operator.index(seed)
-    if not 0 <= seed < SEED_LIMIT:
-        raise OptionError(f"The seed must be between 0 and 2**64 - 1, got {seed}.")
-    return seed
+    """A seed as an int in [0, 2**64 - 1] (numpy integers too; bools, floats, text refused), or one OptionError."""
+    return check_whole(seed, "The seed", 0, SEED_LIMIT - 1)
 
 
 class NoiseSource:

@@ -11,6 +11,7 @@ from typing import Optional
 
 from .backbones.registry import FAMILIES
 from .errors import LoadError
+from .options import MAX_GUIDANCE, MAX_STEPS, check_number, check_whole
 from .schedule import LCM_REFERENCE_TIMESTEPS, SAMPLERS, SamplerSettings
 
 Lora = tuple[str, Optional[str], float]   # (hub id, folder or .safetensors file; weight file name or None; scale)
@@ -45,6 +46,16 @@ class Preset:
             raise LoadError(f"Preset {self.name!r}: unknown sampler {self.sampler!r}.")
         if self.model is None and not self.tiny:
             raise LoadError(f"Preset {self.name!r} names no model.")
+        what = f"Preset {self.name!r}:"
+        check_whole(self.steps, f"{what} steps", 1, MAX_STEPS, error=LoadError)
+        check_number(self.guidance, f"{what} guidance", 0.0, MAX_GUIDANCE, error=LoadError)
+        check_number(self.cover_alpha, f"{what} cover_alpha", 0.0, 1.0, error=LoadError)
+        for field_name in ("native_size", "tile_size"):
+            check_whole(getattr(self, field_name), f"{what} {field_name}", 8, 8192, error=LoadError)
+        if not (isinstance(self.canvas, tuple) and len(self.canvas) == 2):
+            raise LoadError(f"{what} canvas must be (height, width), got {self.canvas!r}.")
+        for side in self.canvas:
+            check_whole(side, f"{what} canvas side", 8, 8192, error=LoadError)
 
     @property
     def settings(self) -> SamplerSettings:

@@ -29,7 +29,7 @@ from app_parts.palette import STARTER, STARTER_BACKGROUND, STARTER_NEGATIVE, Bru
 from app_parts.palette_actions import PaletteActions
 from app_parts.session import SessionState, close_session
 from app_parts.streaming import Streaming
-from app_parts.work import make_workers
+from app_parts.work import make_workers, stream_slots
 
 __all__ = ["AppConfig", "create_demo", "launch", "main"]
 
@@ -185,7 +185,11 @@ LIVE_EDIT = dict(api_visibility="private", concurrency_limit=None, show_progress
 
 
 def wire_events(ui: Page, model: SemanticDraw, examples: list) -> None:
-    generate_work, stream_work = make_workers(model, stream_duration=int(ui.cfg.stream_time_limit or 600) + 30)
+    ui.slots = stream_slots(ui.cfg.max_streams)
+    # With slots, a settled stream gives its GPU slot away, so more runs may be open than compute at once.
+    ui.stream_runs = ui.cfg.max_streams if ui.slots is None else max(8, 4 * ui.cfg.max_streams)
+    generate_work, stream_work = make_workers(model, stream_duration=int(ui.cfg.stream_time_limit or 600) + 30,
+                                              slots=ui.slots)
     gen, live = Generation(ui, generate_work), Streaming(ui, stream_work)
     wire_palette(ui, PaletteActions(ui, examples))
     wire_generate(ui, gen)
@@ -229,7 +233,7 @@ def wire_stream(ui: Page, live: Streaming) -> None:
     """Start / Stop, then the frames; every edit meanwhile reaches the running stream."""
     ui.stream_btn.click(live.toggle, ui.state, [ui.stream_btn, ui.token], queue=False, **QUICK).then(
         live.stream_ui, {ui.state, ui.token, ui.seed, ui.regions, *ui.palette_reads},
-        [ui.output, ui.status, ui.stream_btn], api_visibility="undocumented", concurrency_limit=ui.cfg.max_streams,
+        [ui.output, ui.status, ui.stream_btn], api_visibility="undocumented", concurrency_limit=ui.stream_runs,
         concurrency_id="stream", show_progress="hidden").then(live.sync_button, ui.state, ui.stream_btn, **QUICK)
     ui.editor.change(live.edit_canvas, {ui.state, ui.editor}, None, **LIVE_EDIT)
     gr.on([c.change for c in [ui.count, ui.bg_prompt, ui.neg_prompt] + ui.row_fields], live.edit_fields,
@@ -245,7 +249,7 @@ def wire_api(ui: Page, gen: Generation, live: Streaming) -> None:
                               api_name="generate", concurrency_limit=cfg.max_generations, concurrency_id="generate")
     ui.api_stream_btn.click(live.api_stream, [ui.api_palette, ui.api_seed, ui.api_frames, ui.api_regions],
                             ui.api_image,
-                            api_name="stream", concurrency_limit=cfg.max_streams, concurrency_id="stream")
+                            api_name="stream", concurrency_limit=ui.stream_runs, concurrency_id="stream")
 
 
 def launch(demo: gr.Blocks, **kwargs):

@@ -45,6 +45,9 @@ class Page:
     load_btn: gr.UploadButton
     save_btn: gr.Button
     palette_file: gr.File
+    # sharing the GPU: the stream slots of semantic_draw.sharing (None on ZeroGPU) and how many runs may be open
+    slots: object
+    stream_runs: int
     examples: gr.Gallery
     # API only (gradio_client): /generate and /stream take a palette file
     api_palette: gr.File

@@ -37,10 +37,16 @@ def frame_file(folder: Path, n: int, image) -> str:
     return str(path)
 
 
-def status_text(fps: float, frame: int, new: bool, notes: list[str], views: int = 0) -> str:
-    cost = f" · {views} views per frame" if views else ""
-    text = (f"**Streaming** · {fps:.1f} frames/s{cost} · frame {frame}" if new or fps > 0 else
-            f"**Streaming** · frames/s: settled, waiting for your next edit · frame {frame}")
+def status_text(event, frame: int, new: bool, notes: list[str]) -> str:
+    """The line under a running stream, from its newest semantic_draw.StreamEvent."""
+    if event.kind == "waiting":
+        place = "next" if event.position == 1 else f"number {event.position} in line"
+        text = f"**Waiting for a free stream slot** (other users are streaming) · you are {place}"
+    elif new or event.fps > 0:
+        cost = f" · {event.views} views per frame" if event.views else ""
+        text = f"**Streaming** · {event.fps:.1f} frames/s{cost} · frame {frame}"
+    else:
+        text = f"**Streaming** · frames/s: settled, waiting for your next edit · frame {frame}"
     return text + "".join(f"  \n⚠ {x}" for x in notes)
 
 
@@ -61,9 +67,9 @@ class Streaming:
 
     def frames(self, st: SessionState, run: int, scene: Scene, seed, edits, count: int | None = None,
                regions: str = "latent"):
-        """(frame or None, frames per second, frames shown, views per frame) of one stream run, until stopped or out
-        of time. None means "nothing new" (fps 0: the picture settled and the stream waits for an edit); those come
-        at most every TICK_S. With `count` (the API), every computed frame is sent and the run ends after that many."""
+        """(frame or None, the newest StreamEvent, frames shown) of one stream run, until stopped or out of time.
+        None means "nothing new" (the picture settled, or the stream waits for a slot): those come at most every
+        TICK_S. With `count` (the API), every computed frame is sent and the run ends after that many."""
         run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
         work = self.work(scene, int(seed or 0), edits, self.ui.cfg.stream_time_limit or None,
                          every_frame=count is not None, frames=count, regions=regions or "latent")
@@ -78,12 +84,12 @@ class Streaming:
                     gr.Info(event.message)
                 elif event.kind == "frame":
                     shown += 1
-                    yield frame_file(run_dir, shown, event.image), event.fps, shown, event.views
-                else:  # "same" or "idle": nothing new to show, only the status (at most every TICK_S)
+                    yield frame_file(run_dir, shown, event.image), event, shown
+                else:  # "same", "idle" or "waiting": nothing new to show, only the status (at most every TICK_S)
                     now = time.monotonic()
                     if now - last_tick >= TICK_S:
                         last_tick = now
-                        yield None, event.fps, shown, event.views
+                        yield None, event, shown
         finally:
             work.close()
             edits.put(("stop", None))
@@ -116,8 +122,8 @@ class Streaming:
                                         "use Generate for larger ones.)") from None
                 raise
             st.edits = edits = edit_queue()
-        for frame, fps, n, views in self.frames(st, run, scene, data[ui.seed], edits, regions=data[ui.regions]):
-            text = status_text(fps, n, frame is not None, st.notes, views)
+        for frame, event, n in self.frames(st, run, scene, data[ui.seed], edits, regions=data[ui.regions]):
+            text = status_text(event, n, frame is not None, st.notes)
             yield {ui.output: frame, ui.status: text} if frame is not None else {ui.status: text}
         yield {ui.status: "Stream stopped.", ui.stream_btn: gr.Button(START)}
 
@@ -168,5 +174,5 @@ class Streaming:
         scene = api_palette(palette, cfg.max_stream_side, self.ui.multiple)
         st = SessionState()
         run = st.start_stream()
-        for frame, _, _, _ in self.frames(st, run, scene, seed, edit_queue(), count=frames, regions=regions):
+        for frame, _, _ in self.frames(st, run, scene, seed, edit_queue(), count=frames, regions=regions):
             yield frame

@@ -14,6 +14,8 @@ import queue
 import threading
 import time
 
+from semantic_draw.sharing import Slots
+
 log = logging.getLogger("semantic_draw.app")
 
 try:  # Hugging Face ZeroGPU; off Spaces `spaces.GPU` returns the function unchanged
@@ -40,7 +42,14 @@ def edit_queue():
     return queue.Queue()
 
 
-def make_workers(model, *, generate_duration: int = 120, stream_duration: int = 300):
+def stream_slots(max_streams: int):
+    """The slots the page's and the API's streams share: a stream computes frames only while it holds one and a
+    settled stream gives its slot to whoever waits (semantic_draw.sharing.Slots). None on ZeroGPU, whose GPU
+    processes cannot share them: there Gradio's concurrency limit bounds the streams."""
+    return None if ON_ZERO_GPU else Slots(max_streams)
+
+
+def make_workers(model, *, generate_duration: int = 120, stream_duration: int = 300, slots=None):
     """The two GPU functions, bound to the shared, read-only model (a closure: ZeroGPU must not pickle it)."""
 
     @GPU(duration=generate_duration)
@@ -78,6 +87,6 @@ def make_workers(model, *, generate_duration: int = 120, stream_duration: int = 
         `every_frame`, a settled stream computes nothing until the next edit: a stream nobody edits costs no GPU
         time."""
         with model.stream(scene, seed=int(seed), regions=regions) as session:
-            yield from session.run(edits, time_limit=time_limit, frames=frames, every_frame=every_frame)
+            yield from session.run(edits, time_limit=time_limit, frames=frames, every_frame=every_frame, slots=slots)
 
     return generate, stream

@@ -27,6 +27,7 @@ from .oneshot import initial_latent
 from .plan import Plan, PlanBuilder
 from .options import StepOptions
 from .sampler import region_step
+from .sharing import Slots
 
 EDIT_KINDS = ("scene", "seed", "stop")   # what a run's edit queue carries: (kind, payload) pairs
 LAYER_FIELDS = ("prompt", "negative_prompt", "mask", "mask_strength", "mask_blur", "prompt_strength", "name")
@@ -38,8 +39,9 @@ class StreamEvent:
     """What ``StreamSession.run`` yields.
 
     kind: "frame" (a new picture in ``image``), "same" (a frame equal to the last one, not sent again), "idle"
-    (the picture settled; nothing is computed until the next edit), "warning" (a live edit was refused; the stream
-    goes on with the scene before it: ``message``), "timeout" (the time limit ended the run: ``message``).
+    (the picture settled; nothing is computed until the next edit), "waiting" (for a stream slot: ``position``),
+    "warning" (a live edit was refused; the stream goes on with the scene before it: ``message``), "timeout" (the
+    time limit ended the run: ``message``).
     """
     kind: str
     frames: int = 0                 # frames computed so far in this run
@@ -47,6 +49,7 @@ class StreamEvent:
     image: Any = None
     message: str = ""
     views: int = 0                  # views (items) the last computed frame evaluated, in calls_last_frame calls
+    position: int = 0               # "waiting": the place in line for a stream slot (1 = next)
 
 
 class StreamSession:
@@ -203,46 +206,66 @@ class StreamSession:
 
     # -- the run loop --------------------------------------------------------------------------------------------
     def run(self, edits: "queue.Queue | None" = None, *, time_limit: float | None = None, frames: int | None = None,
-            every_frame: bool = False, idle_wait: float = 0.25, settled_after: int = 2) -> Iterator[StreamEvent]:
+            every_frame: bool = False, idle_wait: float = 0.25, settled_after: int = 2,
+            slots: Slots | None = None) -> Iterator[StreamEvent]:
         """Stream until a ("stop", None) edit, ``time_limit`` seconds or ``frames`` frames.
 
         ``edits`` (a queue.Queue or anything with get(timeout=) and get_nowait()) brings ("scene", Scene),
         ("seed", int) and ("stop", None); before each frame every queued edit is applied (the newest scene and seed
         win). Unless ``every_frame``, a frame equal to the last one is reported as "same", and after
         ``settled_after`` of those the session computes nothing until the next edit ("idle" every ``idle_wait``
-        seconds): a stream nobody edits costs no GPU time.
+        seconds): a stream nobody edits costs no GPU time. With ``slots`` (sharing.Slots, shared by the streams of
+        a server) frames are computed only while holding a slot: a settled stream gives its slot back until its next
+        edit, and one waiting for a slot reports "waiting" events with its place in line.
         """
         start, times, last, same, idle, made = time.monotonic(), [], None, 0, False, 0
-        while True:
-            todo = _drain(edits, idle_wait if idle else None)
-            if any(kind == "stop" for kind, _ in todo):
-                return
-            if time_limit and time.monotonic() - start >= time_limit:
-                yield StreamEvent("timeout", made, 0.0, message=f"The stream stopped after its time limit of "
-                                                                 f"{time_limit:g} s. Start it again to continue.")
-                return
-            warning = self._apply_edits(todo)
-            if warning:
-                yield StreamEvent("warning", made, _fps(times), message=warning)
-            if todo:
-                idle, same = False, 0
-            if idle:
-                yield StreamEvent("idle", made, 0.0)
-                continue
-            image = self.next_frame()
-            made += 1
-            times = (times + [time.monotonic()])[-12:]
-            views = self._last["items"]
-            if every_frame:
-                yield StreamEvent("frame", made, _fps(times), image, views=views)
-            else:
-                digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
-                same = same + 1 if digest == last else 0
-                last, idle = digest, same >= settled_after
-                yield StreamEvent("frame", made, _fps(times), image, views=views) if same == 0 else StreamEvent(
-                    "same", made, _fps(times), views=views)
-            if frames is not None and made >= frames:
-                return
+        holding, ticket = slots is None, None
+        try:
+            while True:
+                todo = _drain(edits, idle_wait if idle else None)
+                if any(kind == "stop" for kind, _ in todo):
+                    return
+                if time_limit and time.monotonic() - start >= time_limit:
+                    yield StreamEvent("timeout", made, 0.0, message=f"The stream stopped after its time limit of "
+                                                                     f"{time_limit:g} s. Start it again to continue.")
+                    return
+                warning = self._apply_edits(todo)
+                if warning:
+                    yield StreamEvent("warning", made, _fps(times), message=warning)
+                if todo:
+                    idle, same = False, 0
+                if idle:
+                    if holding and slots is not None:   # settled: the slot goes to whoever waits
+                        slots.release()
+                        holding = False
+                    yield StreamEvent("idle", made, 0.0)
+                    continue
+                if not holding:
+                    ticket = ticket or slots.join()
+                    if not slots.take(ticket, idle_wait):
+                        yield StreamEvent("waiting", made, 0.0, position=slots.position(ticket))
+                        continue
+                    ticket, holding = None, True
+                image = self.next_frame()
+                made += 1
+                times = (times + [time.monotonic()])[-12:]
+                views = self._last["items"]
+                if every_frame:
+                    yield StreamEvent("frame", made, _fps(times), image, views=views)
+                else:
+                    digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+                    same = same + 1 if digest == last else 0
+                    last, idle = digest, same >= settled_after
+                    yield StreamEvent("frame", made, _fps(times), image, views=views) if same == 0 else StreamEvent(
+                        "same", made, _fps(times), views=views)
+                if frames is not None and made >= frames:
+                    return
+        finally:
+            if slots is not None:
+                if holding:
+                    slots.release()
+                if ticket is not None:
+                    slots.leave(ticket)
 
     def _apply_edits(self, todo: list[tuple[str, Any]]) -> str:
         """Apply the newest scene and seed of ``todo``; the message of a refused scene, or ""."""

@@ -314,8 +314,11 @@ class PlanBuilder:
         return {k: v.to(self.backbone.device, self.backbone.dtype) for k, v in cond.items()}
 
     def _encode_prompts(self, prompts: Sequence[str]) -> Cond:
+        tokens = self.backbone.tokenize(list(prompts))        # CPU work: outside the model's lock
         with self.lock, torch.inference_mode():
-            return self.backbone.encode_prompts(list(prompts))
+            if tokens is None:
+                return self.backbone.encode_prompts(list(prompts))
+            return self.backbone.encode_prompts(list(prompts), tokens=tokens)
 
     def _background_latents(self, image, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean latents of the background image (or white) and of a white canvas, [1, C, h, w] each."""

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from analytic import AnalyticBackbone
 from scenes import rect_scene
@@ -140,3 +141,21 @@ def test_the_apps_streams_share_slots_and_a_settled_tab_lets_an_api_stream_in():
     assert [e.kind for e in api] == ["frame"] * 3
     tab.close()
     assert slots.held == 0
+
+
+def test_prompts_are_tokenized_outside_the_model_lock():
+    model = SemanticDraw.from_preset("tiny-sd15")
+    held = []
+    tokenize = model.backbone.tokenize
+
+    def spy(prompts):
+        held.append(model._lock._owner == threading.get_ident())
+        return tokenize(prompts)
+
+    model.backbone.tokenize = spy
+    model.generate(rect_scene(64, 64), seed=0)
+    assert held and not any(held)
+    direct = model.backbone.encode_prompts(["a red apple", "a cup", "a red apple"])
+    via_tokens = model.backbone.encode_prompts(["a red apple", "a cup", "a red apple"],
+                                              tokens=tokenize(["a red apple", "a cup", "a red apple"]))
+    assert all(torch.equal(direct[k], via_tokens[k]) for k in direct)

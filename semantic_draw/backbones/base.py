@@ -47,9 +47,14 @@ class Backbone(ABC):
     def dtype(self) -> torch.dtype: ...
 
     # -- text ----------------------------------------------------------------------------------------------------
+    def tokenize(self, prompts: Sequence[str]) -> Any:
+        """Token ids of the prompts, made without the model (outside its lock); None: encode_prompts tokenizes."""
+        return None
+
     @abstractmethod
-    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
-        """Embeddings for each prompt, batched in the order given (float32 or model dtype, on self.device)."""
+    def encode_prompts(self, prompts: Sequence[str], tokens: Any = None) -> Cond:
+        """Embeddings for each prompt, batched in the order given (float32 or model dtype, on self.device);
+        ``tokens``: what tokenize(prompts) returned, when it was called first."""
 
     # -- denoiser ------------------------------------------------------------------------------------------------
     @abstractmethod

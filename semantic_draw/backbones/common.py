@@ -93,16 +93,15 @@ def vae_decode(vae: Any, latents: torch.Tensor, factor: int = 8) -> torch.Tensor
     return image.float().clamp(-1.0, 1.0)
 
 
-def clip_tokens(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> torch.Tensor:
-    """Token ids padded (and truncated) to the tokenizer's context length, as the pipelines tokenize."""
-    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    return ids.to(device)
+def clip_tokens(tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
+    """Token ids (CPU) padded (and truncated) to the tokenizer's context length, as the pipelines tokenize."""
+    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
 
 
-def clip_penultimate(tokenizer: Any, encoder: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, Any]:
+def clip_penultimate(encoder: Any, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """The penultimate hidden states (what SDXL and SD3 condition on) and the encoder's whole output."""
-    out = encoder(clip_tokens(tokenizer, prompts, encoder.device), output_hidden_states=True)
+    out = encoder(ids.to(encoder.device), output_hidden_states=True)
     return out.hidden_states[-2], out
 
 
@@ -129,18 +128,31 @@ class DiffusersBackbone(Backbone):
 
     # -- text ----------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
+    def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids (CPU) of the distinct prompts, one tensor per tokenizer: no model work, so callers run it
+        outside the model's lock and hand the ids to encode_prompts."""
+        return self._tokenize(self._distinct(prompts))
+
+    def encode_prompts(self, prompts: Sequence[str], tokens: dict[str, torch.Tensor] | None = None) -> Cond:
         """Each distinct prompt is encoded once, all in one batch; rows come back in the order given, float32."""
-        if isinstance(prompts, str) or len(prompts) == 0:
-            raise SemanticDrawError("encode_prompts needs a non-empty list of prompt strings.")
-        unique = list(dict.fromkeys(prompts))
-        cond = self._encode_unique(unique)
+        unique = self._distinct(prompts)
+        cond = self._encode_tokens(tokens if tokens is not None else self._tokenize(unique), len(unique))
         index = torch.tensor([unique.index(p) for p in prompts], device=self.device)
         return {k: v.float().index_select(0, index.to(v.device)) for k, v in cond.items()}
 
+    @staticmethod
+    def _distinct(prompts: Sequence[str]) -> list[str]:
+        if isinstance(prompts, str) or len(prompts) == 0:
+            raise SemanticDrawError("encode_prompts needs a non-empty list of prompt strings.")
+        return list(dict.fromkeys(prompts))
+
     @abstractmethod
-    def _encode_unique(self, prompts: list[str]) -> Cond:
-        """Embeddings of distinct prompts, one batched pass per text encoder."""
+    def _tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids of distinct prompts, per tokenizer."""
+
+    @abstractmethod
+    def _encode_tokens(self, tokens: dict[str, torch.Tensor], count: int) -> Cond:
+        """Embeddings of ``count`` distinct prompts from their token ids, one batched pass per text encoder."""
 
     def _cond_to_model(self, cond: Cond) -> Cond:
         return {k: v.to(self.device, self.dtype) for k, v in cond.items()}

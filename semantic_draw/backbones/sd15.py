@@ -12,11 +12,13 @@ class SD15Backbone(DiffusersBackbone):
     prediction_type = "epsilon"
     size_multiple = 8
 
-    def _encode_unique(self, prompts: list[str]) -> Cond:
+    def _tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        return {"clip": clip_tokens(self.pipe.tokenizer, prompts)}
+
+    def _encode_tokens(self, tokens: dict[str, torch.Tensor], count: int) -> Cond:
         # As StableDiffusionPipeline.encode_prompt without clip_skip: the final (layer-normed) hidden states.
         encoder = self.pipe.text_encoder
-        ids = clip_tokens(self.pipe.tokenizer, prompts, encoder.device)
-        return {"embeds": encoder(ids).last_hidden_state}
+        return {"embeds": encoder(tokens["clip"].to(encoder.device)).last_hidden_state}
 
     @torch.no_grad()
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from .attention import RegionJointAttnProcessor, joint_context
 from .base import Cond
-from .common import DiffusersBackbone, clip_penultimate
+from .common import DiffusersBackbone, clip_penultimate, clip_tokens
 
 
 class SD3Backbone(DiffusersBackbone):
@@ -16,27 +16,32 @@ class SD3Backbone(DiffusersBackbone):
     size_multiple = 16          # 8 px per latent pixel, 2x2 latent patches
     t5_max_length = 256         # StableDiffusion3Pipeline's default max_sequence_length
 
-    def _encode_unique(self, prompts: list[str]) -> Cond:
+    def _tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        pipe = self.pipe
+        tokens = {"clip_l": clip_tokens(pipe.tokenizer, prompts), "clip_g": clip_tokens(pipe.tokenizer_2, prompts)}
+        if pipe.text_encoder_3 is not None:
+            tokens["t5"] = pipe.tokenizer_3(prompts, padding="max_length", max_length=self.t5_max_length,
+                                            truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
+        return tokens
+
+    def _encode_tokens(self, tokens: dict[str, torch.Tensor], count: int) -> Cond:
         # As StableDiffusion3Pipeline.encode_prompt: penultimate hidden states of CLIP-L and CLIP-G side by side,
         # zero-padded to the T5 width, followed by the T5 tokens (zeros when T5 was not loaded); pooled = both
         # CLIP projections side by side.
         pipe = self.pipe
-        clip_l, out_l = clip_penultimate(pipe.tokenizer, pipe.text_encoder, prompts)
-        clip_g, out_g = clip_penultimate(pipe.tokenizer_2, pipe.text_encoder_2, prompts)
+        clip_l, out_l = clip_penultimate(pipe.text_encoder, tokens["clip_l"])
+        clip_g, out_g = clip_penultimate(pipe.text_encoder_2, tokens["clip_g"])
         clip = torch.cat([clip_l.to(self.device), clip_g.to(self.device)], dim=-1)
         pooled = torch.cat([out_l.text_embeds.to(self.device), out_g.text_embeds.to(self.device)], dim=-1)
-        t5 = self._t5(prompts, clip.dtype)
+        t5 = self._t5(tokens.get("t5"), count, clip.dtype)
         clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         return {"embeds": torch.cat([clip, t5], dim=-2), "pooled": pooled}
 
-    def _t5(self, prompts: list[str], dtype: torch.dtype) -> torch.Tensor:
-        pipe = self.pipe
-        if pipe.text_encoder_3 is None:
+    def _t5(self, ids: torch.Tensor | None, count: int, dtype: torch.dtype) -> torch.Tensor:
+        if ids is None:
             width = self.denoiser.config.joint_attention_dim
-            return torch.zeros(len(prompts), self.t5_max_length, width, device=self.device, dtype=dtype)
-        encoder = pipe.text_encoder_3
-        ids = pipe.tokenizer_3(prompts, padding="max_length", max_length=self.t5_max_length, truncation=True,
-                               add_special_tokens=True, return_tensors="pt").input_ids
+            return torch.zeros(count, self.t5_max_length, width, device=self.device, dtype=dtype)
+        encoder = self.pipe.text_encoder_3
         return encoder(ids.to(encoder.device))[0].to(self.device, dtype)
 
     region_processor = RegionJointAttnProcessor

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Cond
-from .common import DiffusersBackbone, clip_penultimate
+from .common import DiffusersBackbone, clip_penultimate, clip_tokens
 
 
 class SDXLBackbone(DiffusersBackbone):
@@ -12,12 +12,16 @@ class SDXLBackbone(DiffusersBackbone):
     prediction_type = "epsilon"
     size_multiple = 8
 
-    def _encode_unique(self, prompts: list[str]) -> Cond:
+    def _tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        pipe = self.pipe
+        return {"clip_l": clip_tokens(pipe.tokenizer, prompts), "clip_g": clip_tokens(pipe.tokenizer_2, prompts)}
+
+    def _encode_tokens(self, tokens: dict[str, torch.Tensor], count: int) -> Cond:
         # As StableDiffusionXLPipeline.encode_prompt: penultimate hidden states of both encoders side by side;
         # the pooled embedding is the projected output of the second encoder (CLIP-G).
         pipe = self.pipe
-        first, _ = clip_penultimate(pipe.tokenizer, pipe.text_encoder, prompts)
-        second, out = clip_penultimate(pipe.tokenizer_2, pipe.text_encoder_2, prompts)
+        first, _ = clip_penultimate(pipe.text_encoder, tokens["clip_l"])
+        second, out = clip_penultimate(pipe.text_encoder_2, tokens["clip_g"])
         embeds = torch.cat([first.to(self.device), second.to(self.device)], dim=-1)
         return {"embeds": embeds, "pooled": out.text_embeds.to(self.device)}
 

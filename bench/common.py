@@ -34,7 +34,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="the preset family's FULL-SIZE architecture with random weights (no download); "
                              "sampler settings of the real preset (tiny-sd15 -> sd15)")
     parser.add_argument("--device", default=None, help="cuda / cpu / mps (default: cuda when available)")
-    parser.add_argument("--dtype", default=None, help="float16 / bfloat16 / float32 (default: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument("--dtype", default=None,
+                        help="float16 / bfloat16 / float32 (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--height", type=int, default=None, help="canvas height in px")
     parser.add_argument("--width", type=int, default=None, help="canvas width in px")
     parser.add_argument("--tile-size", type=int, default=None, help="view size in px (passed through)")

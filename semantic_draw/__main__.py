@@ -34,12 +34,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="LoRA to apply with --model (repeatable)")
     g.add_argument("--device", default=None, help="cuda, cpu, mps (default: CUDA when present)")
     g.add_argument("--dtype", default=None, help="float16, bfloat16 or float32 (default: float16 on CUDA)")
+    g.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile (CUDA graphs on a GPU); the first call of each shape "
+                        "compiles (minutes), later ones are fast")
+    g.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="with --compile: keep the compile cache in DIR, so the next run starts warm")
 
 
 def load_model(args):
     from .model import SemanticDraw
     return SemanticDraw.load(args.preset, model=args.model, family=args.family, loras=args.lora, device=args.device,
-                             dtype=args.dtype)
+                             dtype=args.dtype, compile=args.compile, compile_cache=args.compile_cache)
 
 
 def load_scene(args):

@@ -7,6 +7,7 @@ parametrization (ALGORITHM.md section 1). Each wrapper adds one concern and pass
     FullGuidance    classifier-free guidance on a doubled batch (negative prompt rows, then the prompts)
     Batched         calls of at most ``batch_size`` views; halves the batch and retries on out-of-memory
     RegionAttention the attention layout: prompt weights turned into what the attention processors read
+    Padded          batches padded to a few bucket sizes, for a compiled network (compiled.py)
     Serialized      one model call at a time across threads and sessions
     Counted         model calls and items, for tests, session stats and benchmarks
     Timed           time inside the network (CUDA events on a GPU), for the benchmarks
@@ -105,7 +106,8 @@ class Views:
 class Denoiser:
     """views -> (x0_hat, eps_hat). Subclasses give ``predict``, the network's raw output for the views."""
     parametrization = None
-    fanout = 1   # network items per view (full CFG evaluates two)
+    fanout = 1     # network items per view (full CFG evaluates two)
+    buckets = ()   # batch sizes a compiled network wants its calls padded to (compiled.py); () for none
 
     def predict(self, views: Views) -> torch.Tensor:
         raise NotImplementedError
@@ -142,6 +144,10 @@ class Wrapper(Denoiser):
     @property
     def fanout(self) -> int:
         return self.inner.fanout
+
+    @property
+    def buckets(self) -> tuple:
+        return self.inner.buckets
 
     def predict(self, views: Views) -> torch.Tensor:
         return self.inner.predict(views)
@@ -191,20 +197,28 @@ class RegionAttention(Wrapper):
 
     Items that read one prompt alone (bootstrapped brushes) go through the network's plain path in a call of their
     own where the backbone says that is cheaper (``region_solo_apart``: SD3, whose text stream would otherwise carry
-    every prompt's tokens for them)."""
+    every prompt's tokens for them). For a compiled network (``buckets``) every call is padded to a bucket size and
+    the processors get no solo / mixed split, so the shapes depend on the batch size and the prompt count only."""
 
-    def __init__(self, inner: Denoiser, backbone: Backbone):
+    def __init__(self, inner: Denoiser, backbone: Backbone, buckets=()):
         super().__init__(inner)
-        self.backbone = backbone
+        self.backbone, self.bucket_sizes = backbone, tuple(buckets)
 
     def predict(self, views: Views) -> torch.Tensor:
         r = views.regions
         if r is None:
-            return self.inner.predict(views)
+            return self._call(views)
         if getattr(self.backbone, "region_solo_apart", False) and r.alone is not None and (r.alone >= 0).any():
             return self._apart(views, r.alone >= 0)
+        if self.bucket_sizes:
+            r = replace(r, alone=None)
         regions = replace(r, context=self.backbone.region_context(r, views.x.shape[-2:]))
-        return self.inner.predict(replace(views, regions=regions))
+        return self._call(replace(views, regions=regions))
+
+    def _call(self, views: Views) -> torch.Tensor:
+        if not self.bucket_sizes:
+            return self.inner.predict(views)
+        return padded_call(self.inner, views, bucket(len(views), self.bucket_sizes))
 
     def _apart(self, views: Views, solo: torch.Tensor) -> torch.Tensor:
         """The solo items with their one prompt's rows (one call), the whole views with the regions (another)."""
@@ -213,7 +227,7 @@ class RegionAttention(Wrapper):
         group, slot = r.item_groups()[idx.to(r.weights.device)].cpu(), r.alone[idx]
         plain = replace(views[idx], regions=None,
                         cond={k: v[group.to(v.device), slot.to(v.device)] for k, v in r.prompts.items()})
-        out = self.inner.predict(plain)
+        out = self._call(plain)
         if len(rest) == 0:
             return out
         whole = self.predict(views[rest])
@@ -295,12 +309,57 @@ class Timed(Wrapper):
             return self.inner.predict(views)
 
 
+# Batch sizes the network is compiled for: a stream frame of T slots x (brushes + 1) views, doubled by CFG, lands on
+# one of them; larger batches are padded to a multiple of the largest.
+BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
+
+
+def bucket(n: int, buckets=BUCKETS) -> int:
+    for b in buckets:
+        if b >= n:
+            return b
+    return -(-n // buckets[-1]) * buckets[-1]
+
+
+def padded_call(inner: Denoiser, views: Views, size: int) -> torch.Tensor:
+    """inner's prediction for ``views`` made on a batch of ``size`` (copies of the last item, cut off again)."""
+    n = len(views)
+    if size <= n:
+        return inner.predict(views)
+    index = torch.cat([torch.arange(n), torch.full((size - n,), n - 1)])
+    return inner.predict(views[index])[:n]
+
+
+class Padded(Wrapper):
+    """Batches padded to bucket sizes, or to ``minimum`` when a caller knows its largest batch (a stream frame of
+    a given canvas and brush count always has the same shape), so a compiled network sees few shapes."""
+
+    def __init__(self, inner: Denoiser, buckets=BUCKETS):
+        super().__init__(inner)
+        self.bucket_sizes = tuple(buckets)
+        self.minimum = 0
+
+    def predict(self, views: Views) -> torch.Tensor:
+        n = len(views)
+        return padded_call(self.inner, views, self.minimum if n <= self.minimum else bucket(n, self.bucket_sizes))
+
+
+def find(denoiser: Denoiser, kind: type) -> Denoiser | None:
+    """The first layer of ``kind`` in a chain of wrappers, or None."""
+    while denoiser is not None and not isinstance(denoiser, kind):
+        denoiser = getattr(denoiser, "inner", None)
+    return denoiser
+
+
 def for_options(denoiser: Denoiser, guidance_mode: str, guidance: float, batch_size: int, *,
                 regions: Backbone | None = None) -> Denoiser:
     """What a call or session puts on top of the model's chain: the attention layout's processors' input (with the
     backbone of ``regions``), guidance (full or self) and batching."""
+    buckets = denoiser.buckets
     if regions is not None:
-        denoiser = RegionAttention(denoiser, regions)
+        denoiser = RegionAttention(denoiser, regions, buckets)
+    if buckets:
+        denoiser = Padded(denoiser, buckets)
     if guidance_mode == "full":
         denoiser = FullGuidance(denoiser, guidance)
     denoiser = Batched(denoiser, batch_size)

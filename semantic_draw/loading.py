@@ -453,7 +453,8 @@ def _peft_adapter(source: str, weight_name: str | None, family: str, hub: dict) 
 
 # -- backbones -----------------------------------------------------------------------------------------------------
 def backbone_from_pipeline(pipe, native_size: int | None = None, tile_size: int | None = None,
-                           cover_alpha: float | None = None, tiny_vae: Any = None, family: str | None = None) -> Backbone:
+                           cover_alpha: float | None = None, tiny_vae: Any = None,
+                           family: str | None = None) -> Backbone:
     """Wrap a loaded pipeline in its family's adapter. Defaults come from the family registry: native size from the
     denoiser's sample size, the family's tile size (a multiple of the native size) and cover alpha; the tiny VAE
     from ``pipe.tiny_vae`` if present."""

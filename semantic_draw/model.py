@@ -18,18 +18,19 @@ from PIL import Image
 
 from .backbones.base import Backbone
 from .backbones.registry import Family, get_family
-from .denoiser import Counted, Counts, Denoiser, ModelDenoiser, Serialized, for_options
+from .denoiser import BUCKETS, Counted, Counts, Denoiser, ModelDenoiser, Padded, Serialized, find, for_options
 from .errors import LoadError, OptionError
 from .noise import NoiseSource, check_seed
 from .memory import out_of_memory_is_a_resource_error
 from .oneshot import StepInfo, method_settings, sample
 from .plan import PlanBuilder
-from .options import (MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_known, check_max_pixels,  # noqa: F401
-                      check_number)
+from .options import (MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_flag, check_known,  # noqa: F401
+                      check_max_pixels, check_number)
 from .schedule import SamplerSettings, build_schedule
 from .sharing import FairLock
 
 ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call
+MODEL_OPTIONS = ("max_pixels", "compile", "compile_cache")   # what every constructor passes on to SemanticDraw
 LOAD_OPTIONS = ("vae", "tiny_vae", "config", "keep_t5", "local_files_only", "fuse_loras")   # load_pipeline's extras
 
 
@@ -54,7 +55,8 @@ class SemanticDraw:
     """Region-based text-to-image generation with semantic brushes on SD1.5, SDXL or SD3."""
 
     def __init__(self, backbone: Backbone, settings: SamplerSettings | None = None, guidance: float = 0.0,
-                 name: str = "", max_pixels: int | None = None):
+                 name: str = "", max_pixels: int | None = None, compile: bool = False,
+                 compile_cache: str | None = None):
         self.backbone = backbone
         self.spec: Family = get_family(backbone.family)
         self.name = name or backbone.family
@@ -65,6 +67,9 @@ class SemanticDraw:
         self.counts = Counts()
         self.network: Denoiser = ModelDenoiser(backbone)   # wrap it to change how the network runs (timing, compile)
         self.decoder = Decoder(backbone, self._lock)
+        check_flag(compile, "compile")
+        if compile:
+            self.compile(cache_dir=compile_cache)
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -86,7 +91,7 @@ class SemanticDraw:
     def from_preset(cls, name: str = "sd15", device=None, dtype=None, **kwargs) -> "SemanticDraw":
         from .loading import load_backbone
         from .presets import get_preset
-        check_known(kwargs, ["max_pixels"], "from_preset (besides name, device and dtype)")
+        check_known(kwargs, MODEL_OPTIONS, "from_preset (besides name, device and dtype)")
         check_max_pixels(kwargs.get("max_pixels"))
         preset = get_preset(name)
         backbone = load_backbone(preset, device=device, dtype=dtype)
@@ -97,20 +102,24 @@ class SemanticDraw:
                         settings: SamplerSettings | None = None, guidance: float = 0.0, **load_kwargs):
         """Any SD1.5 / SDXL / SD3 checkpoint: hub id, local diffusers folder or single .safetensors file."""
         from .loading import load_pipeline
+        model_kwargs = {k: load_kwargs.pop(k) for k in MODEL_OPTIONS if k in load_kwargs}
         check_known(load_kwargs, LOAD_OPTIONS, "from_pretrained (besides source, family, loras, device, dtype, "
                     "settings and guidance)")
         check_number(guidance, "guidance", 0.0, MAX_GUIDANCE)
         if settings is not None and not isinstance(settings, SamplerSettings):
             raise OptionError(f"settings must be a SamplerSettings, got {type(settings).__name__}.")
         pipe = load_pipeline(source, family=family, loras=loras, device=device, dtype=dtype, **load_kwargs)
-        return cls.from_pipeline(pipe, settings=settings, guidance=guidance, name=str(source), family=family)
+        return cls.from_pipeline(pipe, settings=settings, guidance=guidance, name=str(source), family=family,
+                                 **model_kwargs)
 
     @classmethod
     def from_pipeline(cls, pipe, settings: SamplerSettings | None = None, guidance: float = 0.0,
                       name: str = "", **backbone_kwargs) -> "SemanticDraw":
         """Wrap an already loaded diffusers pipeline of a registered family (SD1.5, SDXL, SD3, ...)."""
         from .loading import backbone_from_pipeline
-        return cls(backbone_from_pipeline(pipe, **backbone_kwargs), settings, guidance=guidance, name=name)
+        model_kwargs = {k: backbone_kwargs.pop(k) for k in MODEL_OPTIONS if k in backbone_kwargs}
+        return cls(backbone_from_pipeline(pipe, **backbone_kwargs), settings, guidance=guidance, name=name,
+                   **model_kwargs)
 
     # -- facts: the backbone's, and the counts of every caller and session together ----------------------------
     family = property(lambda self: self.backbone.family)
@@ -119,6 +128,37 @@ class SemanticDraw:
     device = property(lambda self: self.backbone.device)
     calls = property(lambda self: self.counts.calls, doc="Network calls so far (batched).")
     items = property(lambda self: self.counts.items, doc="Views evaluated so far (a CFG call counts both halves).")
+
+    # -- the fast path (compiled.py) ------------------------------------------------------------------------------
+    def compile(self, *, mode: str | None = None, buckets=BUCKETS, cache_dir: str | None = None,
+                backend: str = "inductor") -> "SemanticDraw":
+        """Run the network through torch.compile from now on (CUDA graphs on a GPU), its calls padded to ``buckets``
+        sizes. ``cache_dir``: a folder for the compile cache, loaded now and saved after each new graph. The first
+        call of each new shape compiles (a minute or two; see ``warm``). Returns the model."""
+        from .compiled import Compiled
+        with self._lock:
+            if self.compiled is None:
+                self.network = Compiled(self.network, self.backbone, mode=mode, buckets=buckets, cache_dir=cache_dir,
+                                        backend=backend)
+        return self
+
+    @property
+    def compiled(self):
+        """The Compiled wrapper of the network (its ``compiles`` and ``shapes`` say what was compiled), or None."""
+        from .compiled import Compiled
+        layer = self.network
+        while layer is not None:
+            if isinstance(layer, Compiled):
+                return layer
+            layer = getattr(layer, "inner", None)
+        return None
+
+    def warm(self, canvases=None, brushes=(1, 3), regions=("latent",), progress=None) -> float:
+        """Compile the shapes of streams and one-shots before anyone waits for them: for each canvas (height,
+        width; default the native size) and brush count, two stream frames (the filling one and a steady one) and
+        one generate. ``progress(done, total, what)`` after each. Returns the seconds it took."""
+        from .warm import warm
+        return warm(self, canvases, brushes, regions, progress)
 
     # -- the parts the modes are made of -------------------------------------------------------------------------
     @property
@@ -217,6 +257,10 @@ class SemanticDraw:
         edit = scene.background.image is not None
         denoiser = for_options(self.denoiser, opts.guidance_mode, opts.guidance, opts.batch_size,
                                regions=builder.backbone if plan.regions is not None else None)
+        padded = find(denoiser, Padded)
+        if padded is not None:       # a compiled network: every step of this canvas and brush count, one shape
+            factor = 2 if opts.guidance_mode == "full" else 1
+            padded.minimum = min(plan.mask_views.shape[1] * plan.tiling.count, opts.batch_size // factor) * factor
         latent = sample(denoiser, plan, opts, noise, edit=edit, callback=callback,
                         decode=lambda z: self.decode(z, tiny=True))
         if output == "latent":
@@ -232,5 +276,6 @@ def blend_outside(image: Image.Image, background: Image.Image, soft: torch.Tenso
     if soft is None:
         return background.convert("RGB").copy()
     keep = soft.max(0).values.clamp(0, 1).cpu().numpy()[..., None]
-    out = np.asarray(image, dtype=np.float32) * keep + np.asarray(background.convert("RGB"), dtype=np.float32) * (1 - keep)
+    photo = np.asarray(background.convert("RGB"), dtype=np.float32)
+    out = np.asarray(image, dtype=np.float32) * keep + photo * (1 - keep)
     return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))

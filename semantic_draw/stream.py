@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .denoiser import Counted, Counts, Denoiser, for_options
+from .denoiser import Counted, Counts, Denoiser, Padded, find, for_options
 from .errors import SemanticDrawError, SessionClosedError, SceneError
 from .memory import out_of_memory_is_a_resource_error
 from .noise import NoiseSource
@@ -40,6 +40,7 @@ class StreamEvent:
 
     kind: "frame" (a new picture in ``image``), "same" (a frame equal to the last one, not sent again), "idle"
     (the picture settled; nothing is computed until the next edit), "waiting" (for a stream slot: ``position``),
+    "preparing" (a compiled network compiles the session's shapes with its first frames: ``message``),
     "warning" (a live edit was refused; the stream goes on with the scene before it: ``message``), "timeout" (the
     time limit ended the run: ``message``).
     """
@@ -62,6 +63,7 @@ class StreamSession:
         self.denoiser = for_options(Counted(denoiser, self.counts), opts.guidance_mode, opts.guidance, opts.batch_size,
                                     regions=builder.backbone if builder.layout == "attention" else None)
         self._last = {"calls": 0, "items": 0, "seconds": 0.0}
+        self._padded = find(self.denoiser, Padded)      # a compiled network: every frame of one shape
         self.schedule = builder.schedule
         self.tiny_decode = tiny_decode
         self._self_guided = opts.guidance_mode == "self" and opts.guidance > 1
@@ -173,6 +175,9 @@ class StreamSession:
         return image
 
     def _step(self, x, steps, noise, carried):
+        if self._padded is not None:   # the most items a step of these slots can have, whatever is painted
+            views = self.plan.mask_views.shape[1] * self.plan.tiling.count
+            self._padded.minimum = len(steps) * views * (2 if self.opts.guidance_mode == "full" else 1)
         return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,
                            draw=self._noise.draw, carried=carried)
 
@@ -220,6 +225,10 @@ class StreamSession:
         """
         start, times, last, same, idle, made = time.monotonic(), [], None, 0, False, 0
         holding, ticket = slots is None, None
+        if self._padded is not None and self.frames == 0:
+            yield StreamEvent("preparing", message="Preparing the fast path: the first frames of a canvas size and "
+                                                   "brush count compile the network (minutes the first time, seconds "
+                                                   "once cached).")
         try:
             while True:
                 todo = _drain(edits, idle_wait if idle else None)

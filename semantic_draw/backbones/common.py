@@ -112,6 +112,7 @@ class DiffusersBackbone(Backbone):
         super().__init__(pipe, **kwargs)
         denoiser = getattr(pipe, "transformer", None)
         self.denoiser = denoiser if denoiser is not None else pipe.unet
+        self.net = self.denoiser     # what model_output calls: the denoiser module, or its compiled form (compiled.py)
         self.latent_channels = int(self.denoiser.config.in_channels)
         predicts = self.scheduler_config.get("prediction_type") or "epsilon"
         if self.prediction_type == "epsilon" and predicts != "epsilon":

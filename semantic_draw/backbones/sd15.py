@@ -24,7 +24,7 @@ class SD15Backbone(DiffusersBackbone):
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
                      crops: torch.Tensor | None = None, regions=None) -> torch.Tensor:
         tokens = regions.tokens if regions is not None else self._cond_to_model(cond)["embeds"]
-        out = self.denoiser(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
+        out = self.net(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
                             encoder_hidden_states=tokens, return_dict=False,
                             cross_attention_kwargs=None if regions is None else {"regions": regions})[0]
         return out.float()

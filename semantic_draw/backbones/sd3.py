@@ -59,7 +59,7 @@ class SD3Backbone(DiffusersBackbone):
             tokens, pooled, kwargs = c["embeds"], c["pooled"], None
         else:
             tokens, pooled, kwargs = regions.tokens, regions.pooled, {"regions": regions}
-        out = self.denoiser(hidden_states=x.to(self.device, self.dtype),
+        out = self.net(hidden_states=x.to(self.device, self.dtype),
                             timestep=timesteps.to(self.device, torch.float32), encoder_hidden_states=tokens,
                             pooled_projections=pooled, joint_attention_kwargs=kwargs, return_dict=False)[0]
         return out.float()

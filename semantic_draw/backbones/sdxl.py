@@ -41,7 +41,7 @@ class SDXLBackbone(DiffusersBackbone):
         else:
             tokens, pooled, kwargs = regions.tokens, regions.pooled, {"regions": regions}
         added = {"text_embeds": pooled, "time_ids": self.time_ids(x, crops).to(self.dtype)}
-        out = self.denoiser(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
+        out = self.net(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
                             encoder_hidden_states=tokens, added_cond_kwargs=added, return_dict=False,
                             cross_attention_kwargs=kwargs)[0]
         return out.float()

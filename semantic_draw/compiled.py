@@ -1,0 +1,216 @@
+"""The fast path: the network compiled with torch.compile, fed a few fixed batch shapes, warmed and cached.
+
+Two wrappers (denoiser.py's form), attached from outside by ``SemanticDraw.compile``:
+
+    Compiled   the model's network through torch.compile (inductor; CUDA graphs, "reduce-overhead", on a GPU).
+               Every new graph is counted and logged; past dynamo's recompile limit the call fails instead of
+               falling back to eager silently.
+    Padded     per call: item batches padded to the next bucket size with copies of the last item, which are cut
+               off again before anything is aggregated, so the network sees a handful of shapes.
+
+The compile cache can live in a folder (``cache_dir``): inductor's own cache goes there (``inductor/``: the code it
+generated, C++ for a CPU, Triton for a GPU) and torch's portable artifacts are saved next to it after each new graph
+and loaded when the model is compiled, so a restarted process on the same machine, GPU and versions is warm in
+seconds instead of minutes.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .denoiser import BUCKETS, Denoiser, Views, Wrapper
+from .errors import OptionError, ResourceError
+
+log = logging.getLogger("semantic_draw.compiled")
+
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+    return sum(counters["stats"].get(k, 0) for k in ("unique_graphs",))
+
+
+class Compiled(Wrapper):
+    """The backbone's network module compiled once; calls go through it from then on (see ``Padded``)."""
+
+    def __init__(self, inner: Denoiser, backbone, *, mode: str | None = None, buckets=BUCKETS,
+                 cache_dir: str | Path | None = None, backend: str = "inductor"):
+        super().__init__(inner)
+        check_compilable(backbone.device, backend)
+        self.backbone, self.bucket_sizes = backbone, tuple(buckets)
+        self.compiles = 0                 # graphs compiled so far (each new shape of a call, and each recompile)
+        self.shapes: list[tuple] = []     # the input shape of each compile
+        self.cache = None if cache_dir is None else cache_prefix(cache_dir, backbone)
+        if cache_dir is not None:     # process-wide: inductor reads it at each compile
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir).resolve() / "inductor")
+        self.cache_loaded = load_cache(self.cache)
+        limit = 4 * len(self.bucket_sizes)   # room for every bucket, CFG and the attention layout's shapes
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        if mode is None and backbone.device.type == "cuda":
+            mode = "reduce-overhead"      # CUDA graphs: one launch per call instead of hundreds
+        self.mode = mode
+        backbone.net = torch.compile(backbone.denoiser, mode=mode, backend=backend, dynamic=False)
+
+    @property
+    def buckets(self) -> tuple:
+        return self.bucket_sizes
+
+    def predict(self, views: Views) -> torch.Tensor:
+        before = _graphs()
+        try:
+            out = self.inner.predict(views)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as err:
+            raise ResourceError(f"The compiled network met more batch shapes than its limit "
+                                f"({torch._dynamo.config.recompile_limit}); load the model without compile or "
+                                "with fewer canvas sizes in use.") from err
+        new = _graphs() - before
+        if new:
+            self.compiles += new
+            self.shapes.append(tuple(views.x.shape))
+            log.info("compiled the network for a batch of %s (%d graph(s) so far)", tuple(views.x.shape),
+                     self.compiles)
+            save_cache(self.cache)
+        return out
+
+    def uncompile(self) -> Denoiser:
+        """Back to eager: the module itself runs again; returns the inner denoiser."""
+        self.backbone.net = self.backbone.denoiser
+        return self.inner
+
+
+def check_compilable(device: torch.device, backend: str = "inductor") -> None:
+    """One OptionError when torch.compile cannot run on ``device`` here."""
+    if device.type == "cuda":
+        return
+    if device.type != "cpu":
+        raise OptionError(f"compile=True runs on CUDA GPUs and CPUs, not on {device.type}; load without compile.")
+    if backend == "inductor" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        raise OptionError("compile=True on a CPU needs a C++ compiler (g++ or clang++) for torch.compile's inductor; "
+                          "install one or load without compile.")
+
+
+def cache_prefix(folder: str | Path, backbone) -> Path:
+    """Where a model's compile cache files live: one family of files per model shape, device and versions (torch
+    also refuses artifacts of other versions)."""
+    dev = torch.cuda.get_device_name(backbone.device) if backbone.device.type == "cuda" else "cpu"
+    params = sum(p.numel() for p in backbone.denoiser.parameters())
+    key = f"{torch.__version__}|{dev}|{backbone.family}|{params}|{backbone.dtype}"
+    return Path(folder) / f"compile-{backbone.family}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def cache_files(prefix: Path) -> list[Path]:
+    return sorted(prefix.parent.glob(prefix.name + "-*.bin")) if prefix.parent.is_dir() else []
+
+
+def load_cache(prefix: Path | None) -> int:
+    """Load every saved batch of artifacts; returns how many files were loaded."""
+    loaded = 0
+    for path in cache_files(prefix) if prefix is not None else []:
+        try:
+            torch.compiler.load_cache_artifacts(path.read_bytes())
+            loaded += 1
+        except Exception as err:   # a stale or damaged file only costs the compiles it would have saved
+            log.warning("ignored compile cache %s (%s)", path, err)
+    if loaded:
+        log.info("loaded %d compile cache file(s) %s-*", loaded, prefix)
+    return loaded
+
+
+def save_cache(prefix: Path | None) -> Path | None:
+    """Save the artifacts compiled since the last save as one more file, named by its content (a graph found in the
+    cache is saved again by torch; the same bytes go to the same file). Each save is a file of its own: torch's
+    serialized bytes keep one batch per kind of artifact, so rewriting one file would drop the earlier batches."""
+    if prefix is None:
+        return None
+    artifacts = torch.compiler.save_cache_artifacts()
+    if artifacts is None:
+        return None
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    path = prefix.parent / f"{prefix.name}-{hashlib.sha1(artifacts[0]).hexdigest()[:16]}.bin"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(artifacts[0])
+    tmp.replace(path)
+    return path
+
+
+# -- ZeroGPU: ahead-of-time compilation ----------------------------------------------------------------------------
+# On a ZeroGPU Space every GPU call runs in a short-lived process, so a JIT-compiled graph is lost after each call.
+# There the network is exported and compiled ahead of time once (spaces.aoti_capture / aoti_compile, inside a
+# spaces.GPU function at start) for the batch shapes a server will use; calls of other shapes run eager, logged and
+# counted. Elsewhere torch.compile (``Compiled``) is the fast path.
+
+def fast_path(on_zero_gpu: bool, spaces_module=None) -> str:
+    """Which compiler a server uses: "aoti" on ZeroGPU when the spaces package offers it, else "jit"."""
+    aoti = spaces_module is not None and all(hasattr(spaces_module, f"aoti_{n}") for n in ("capture", "compile"))
+    return "aoti" if on_zero_gpu and aoti else "jit"
+
+
+class FixedShapes(Wrapper):
+    """Asks for calls padded to bucket sizes (one shape per canvas and brush count) without compiling anything."""
+
+    @property
+    def buckets(self) -> tuple:
+        return BUCKETS
+
+
+class AheadOfTime:
+    """What ``backbone.net`` becomes on ZeroGPU: the compiled program of each captured batch shape, and the eager
+    module for any other call (each such call logged and counted in ``fallbacks``)."""
+
+    def __init__(self, module, programs: dict[tuple, object]):
+        self.module, self.programs = module, programs
+        self.fallbacks = 0
+
+    def __call__(self, *args, **kwargs):
+        shape = tuple((args[0] if args else kwargs["hidden_states"]).shape)
+        regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
+        program = None if regions else self.programs.get(shape)    # the attention layout is not exported
+        if program is None:
+            self.fallbacks += 1
+            log.warning("no ahead-of-time program for a batch of %s: eager (%d such calls)", shape, self.fallbacks)
+            return self.module(*args, **kwargs)
+        return program(*args, **kwargs)
+
+
+def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3)) -> AheadOfTime:
+    """Export and compile the network for the stream and one-shot shapes of ``canvases`` x ``brushes`` (run this
+    inside a spaces.GPU function). Installs the programs as the backbone's network and returns them."""
+    from .warm import warm_scene
+    backbone = model.backbone
+    if not model.network.buckets:      # calls padded to one shape per canvas and brush count, as compiled ones are
+        model.network = FixedShapes(model.network)
+    captured: dict[tuple, tuple] = {}
+    real = backbone.net
+
+    def capture(*args, **kwargs):
+        key = tuple((args[0] if args else kwargs["hidden_states"]).shape)
+        if key not in captured:
+            captured[key] = (args, kwargs)
+        return real(*args, **kwargs)
+
+    backbone.net = capture
+    try:
+        for height, width in canvases or [(model.native_size, model.native_size)]:
+            for count in brushes:
+                scene = warm_scene(height, width, count)
+                with model.stream(scene, seed=0) as session:
+                    session.next_frame(output="latent")
+                    session.next_frame(output="latent")
+                model.generate(scene, seed=0, output="latent")
+    finally:
+        backbone.net = real
+    programs = {}
+    for key, (args, kwargs) in captured.items():
+        with spaces_module.aoti_capture(backbone.denoiser) as call:
+            backbone.denoiser(*args, **kwargs)
+        exported = torch.export.export(backbone.denoiser, args=call.args, kwargs=call.kwargs)
+        programs[key] = spaces_module.aoti_compile(exported)
+        log.info("compiled the network ahead of time for a batch of %s", key)
+    backbone.net = AheadOfTime(backbone.denoiser, programs)
+    return backbone.net

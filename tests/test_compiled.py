@@ -1,0 +1,177 @@
+"""The fast path (compiled.py): a compiled network gives the eager images, padding to buckets changes nothing, later
+stream frames compile nothing, the cache folder round-trips, and bad options are clear errors.
+
+Compiling a network with inductor on a CPU takes a minute or more per shape, so one test compiles for real (one
+shape); the others check the plumbing with torch's "aot_eager" backend, which traces the same graphs without
+generating code."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from analytic import AnalyticBackbone
+from scenes import rect_scene
+from semantic_draw import OptionError, SemanticDraw
+from semantic_draw.denoiser import Wrapper
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_brush(size=64):
+    return rect_scene(size, size, [("a red apple", (8, 16, 56, 60))], background_prompt="a table")
+
+
+class Bucketed(Wrapper):
+    """An eager network that asks for its calls padded, as a compiled one does."""
+    buckets = (8, 16, 32)
+
+
+def test_padding_to_buckets_never_reaches_the_image():
+    scene = rect_scene(64, 96, [("a red apple", (8, 16, 56, 80)), ("a cup", (0, 0, 32, 48))],
+                       background_prompt="a table")
+    backbone = AnalyticBackbone("sd15", channels=4)                 # a per-item network: bit for bit
+    model = SemanticDraw(backbone)
+    want = model.generate(scene, seed=0, output="latent")
+    model.network = Bucketed(model.network)
+    backbone.calls.clear()
+    assert torch.equal(model.generate(scene, seed=0, output="latent"), want)
+    assert len(set(backbone.calls)) == 1 and backbone.calls[0] >= 6   # every step one shape: the most a step has
+    tiny = SemanticDraw.from_preset("tiny-sd15")                    # real kernels: the batch size moves the last bits
+    want = tiny.generate(scene, seed=0, output="latent", regions="attention")
+    tiny.network = Bucketed(tiny.network)
+    torch.testing.assert_close(tiny.generate(scene, seed=0, output="latent", regions="attention"), want,
+                               rtol=1e-4, atol=5e-5)
+
+
+def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing():
+    scene = one_brush()
+    eager = SemanticDraw.from_preset("tiny-sd15")
+    with eager.stream(scene, seed=0) as session:
+        want = [session.next_frame(output="latent") for _ in range(3)]
+    model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager")
+    with model.stream(scene, seed=0) as session:
+        got = [session.next_frame(output="latent") for _ in range(3)]
+        compiles = model.compiled.compiles
+        assert compiles >= 2                                         # the filling frame's shape and a steady one
+        for _ in range(3):
+            session.next_frame(output="latent")
+        assert model.compiled.compiles == compiles                   # the second frame on: no recompilation
+    for a, b in zip(want, got):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    model.generate(scene, seed=0, regions="attention", guidance=3.0)
+    assert model.compiled.shapes and all(s[0] in model.compiled.buckets for s in model.compiled.shapes)
+
+
+def test_warm_compiles_the_shapes_before_anyone_waits(monkeypatch):
+    model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager")
+    seen = []
+    seconds = model.warm(canvases=[(64, 64)], brushes=(1, 2), progress=lambda *a: seen.append(a))
+    assert seconds > 0 and [s[:2] for s in seen] == [(1, 2), (2, 2)]
+    compiles = model.compiled.compiles
+    with model.stream(rect_scene(64, 64, [("x", (0, 0, 32, 32)), ("y", (32, 32, 64, 64))]), seed=5) as session:
+        for _ in range(3):
+            session.next_frame(output="latent")
+    assert model.compiled.compiles == compiles
+
+
+def test_compiling_where_it_cannot_run_is_an_option_error(monkeypatch):
+    from semantic_draw import compiled
+    model = SemanticDraw.from_preset("tiny-sd15")
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
+    with pytest.raises(OptionError, match="C\\+\\+ compiler"):
+        model.compile()
+    with pytest.raises(OptionError, match="not on meta"):
+        compiled.check_compilable(torch.device("meta"))
+    with pytest.raises(OptionError, match="compile"):
+        SemanticDraw.from_preset("tiny-sd15", compile="yes")
+    assert model.compiled is None and model.backbone.net is model.backbone.denoiser
+
+
+@pytest.mark.skipif(not any(os.path.exists(p) for p in ("/usr/bin/g++", "/usr/bin/c++")), reason="needs a C++ compiler")
+def test_inductor_compiles_one_shape_and_the_cache_folder_warms_a_new_process(tmp_path):
+    scene = one_brush()
+    eager = SemanticDraw.from_preset("tiny-sd15").generate(scene, seed=0, output="latent")
+    model = SemanticDraw.from_preset("tiny-sd15", compile=True, compile_cache=str(tmp_path))
+    got = model.generate(scene, seed=0, output="latent")      # every step: 2 items, one bucket, one graph
+    torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-4)
+    assert model.compiled.compiles == 1 and model.compiled.mode is None
+    files = sorted(tmp_path.glob("compile-sd15-*.bin"))
+    assert files and any((tmp_path / "inductor").iterdir()), "nothing was cached in the folder"
+    # A new process on the same folder: it loads the artifacts, finds inductor's code there, gives the same latent.
+    script = ("import sys, torch; sys.path[:0] = [%r, %r]\n"
+              "from scenes import rect_scene\nfrom semantic_draw import SemanticDraw\n"
+              "m = SemanticDraw.from_preset('tiny-sd15', compile=True, compile_cache=%r)\n"
+              "z = m.generate(rect_scene(64, 64, [('a red apple', (8, 16, 56, 60))], background_prompt='a table'),"
+              " seed=0, output='latent')\n"
+              "torch.save(z, %r); print('loaded', m.compiled.cache_loaded)\n"
+              % (str(ROOT), str(ROOT / "tests"), str(tmp_path), str(tmp_path / "z.pt")))
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"loaded {len(files)}" in out.stdout
+    torch.testing.assert_close(torch.load(tmp_path / "z.pt"), got, rtol=1e-5, atol=1e-5)
+
+
+class StandInSpaces:
+    """What the spaces package offers for ahead-of-time compilation, without compiling: a "program" runs the eager
+    module and counts its calls."""
+
+    def __init__(self):
+        self.compiled, self.runs = [], 0
+
+    def aoti_capture(self, module):
+        import contextlib
+        from unittest import mock
+
+        class Call:
+            args, kwargs = (), {}
+
+        call = Call()
+
+        class Captured(Exception):
+            pass
+
+        def record(*args, **kwargs):
+            call.args, call.kwargs = args, kwargs
+            raise Captured
+
+        @contextlib.contextmanager
+        def capturing():
+            with mock.patch.object(module, "forward", record):
+                try:
+                    yield call
+                except Captured:
+                    pass
+        return capturing()
+
+    def aoti_compile(self, exported):
+        module = exported.module()
+        self.compiled.append(exported)
+
+        def program(*args, **kwargs):
+            self.runs += 1
+            return module(*args, **kwargs)
+        return program
+
+
+def test_zero_gpu_chooses_ahead_of_time_compilation_and_serves_its_shapes():
+    from semantic_draw import compiled
+    spaces = StandInSpaces()
+    assert compiled.fast_path(True, spaces) == "aoti"
+    assert compiled.fast_path(False, spaces) == "jit" and compiled.fast_path(True, object()) == "jit"
+    model = SemanticDraw.from_preset("tiny-sd15")
+    scene = one_brush()
+    eager = model.generate(scene, seed=0, output="latent")
+    net = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,))
+    assert spaces.compiled and model.backbone.net is net and net.fallbacks == 0
+    got = model.generate(scene, seed=0, output="latent")               # the warmed shapes: programs only
+    torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-4)
+    assert spaces.runs > 0 and net.fallbacks == 0
+    model.generate(rect_scene(64, 96, [("x", (0, 0, 32, 32))]), seed=0)   # another canvas: eager, and counted
+    assert net.fallbacks > 0

@@ -158,6 +158,14 @@ class DiffusersBackbone(Backbone):
     def _cond_to_model(self, cond: Cond) -> Cond:
         return {k: v.to(self.device, self.dtype) for k, v in cond.items()}
 
+    def _conditioning(self, cond: Cond, regions) -> tuple[torch.Tensor, torch.Tensor | None, dict | None]:
+        """(text tokens, pooled embedding or None, the attention processors' keywords) of a call: the prompt rows,
+        or in the attention layout the regions' context."""
+        if regions is not None:
+            return regions.tokens, regions.pooled, {"regions": regions}
+        c = self._cond_to_model(cond)
+        return c["embeds"], c.get("pooled"), None
+
     # -- the attention region layout -------------------------------------------------------------------------------
     region_processor = RegionCrossAttnProcessor
 

@@ -23,8 +23,7 @@ class SD15Backbone(DiffusersBackbone):
     @torch.no_grad()
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
                      crops: torch.Tensor | None = None, regions=None) -> torch.Tensor:
-        tokens = regions.tokens if regions is not None else self._cond_to_model(cond)["embeds"]
+        tokens, _, kwargs = self._conditioning(cond, regions)
         out = self.net(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
-                            encoder_hidden_states=tokens, return_dict=False,
-                            cross_attention_kwargs=None if regions is None else {"regions": regions})[0]
+                       encoder_hidden_states=tokens, return_dict=False, cross_attention_kwargs=kwargs)[0]
         return out.float()

@@ -54,12 +54,8 @@ class SD3Backbone(DiffusersBackbone):
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
                      crops: torch.Tensor | None = None, regions=None) -> torch.Tensor:
         # The timestep is the schedule's value, sigma * 1000, exactly what the SD3 pipeline passes.
-        if regions is None:
-            c = self._cond_to_model(cond)
-            tokens, pooled, kwargs = c["embeds"], c["pooled"], None
-        else:
-            tokens, pooled, kwargs = regions.tokens, regions.pooled, {"regions": regions}
-        out = self.net(hidden_states=x.to(self.device, self.dtype),
-                            timestep=timesteps.to(self.device, torch.float32), encoder_hidden_states=tokens,
-                            pooled_projections=pooled, joint_attention_kwargs=kwargs, return_dict=False)[0]
+        tokens, pooled, kwargs = self._conditioning(cond, regions)
+        out = self.net(hidden_states=x.to(self.device, self.dtype), timestep=timesteps.to(self.device, torch.float32),
+                       encoder_hidden_states=tokens, pooled_projections=pooled, joint_attention_kwargs=kwargs,
+                       return_dict=False)[0]
         return out.float()

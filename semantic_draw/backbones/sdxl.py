@@ -35,13 +35,9 @@ class SDXLBackbone(DiffusersBackbone):
     @torch.no_grad()
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,
                      crops: torch.Tensor | None = None, regions=None) -> torch.Tensor:
-        if regions is None:
-            c = self._cond_to_model(cond)
-            tokens, pooled, kwargs = c["embeds"], c["pooled"], None
-        else:
-            tokens, pooled, kwargs = regions.tokens, regions.pooled, {"regions": regions}
+        tokens, pooled, kwargs = self._conditioning(cond, regions)
         added = {"text_embeds": pooled, "time_ids": self.time_ids(x, crops).to(self.dtype)}
         out = self.net(x.to(self.device, self.dtype), timesteps.to(self.device, torch.float32),
-                            encoder_hidden_states=tokens, added_cond_kwargs=added, return_dict=False,
-                            cross_attention_kwargs=kwargs)[0]
+                       encoder_hidden_states=tokens, added_cond_kwargs=added, return_dict=False,
+                       cross_attention_kwargs=kwargs)[0]
         return out.float()

@@ -1,4 +1,5 @@
 """SemanticDraw: real-time region-based text-to-image generation with semantic brushes (SD1.5, SDXL, SD3)."""
+from . import logs  # noqa: F401  (first: it quiets a notice the imports below would print)
 from .errors import (LoadError, OptionError, ResourceError, SceneError, SemanticDrawError, SessionClosedError)
 from .model import SemanticDraw
 from .oneshot import METHODS, StepInfo

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from .backbones.registry import FAMILIES
-from .errors import SemanticDrawError
+from .errors import OptionError, SemanticDrawError
 from .oneshot import METHODS
 from .plan import LAYOUTS
 
@@ -64,26 +64,49 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def output_file(path: str) -> Path:
+    """Where an image will go, checked before any work: a known image type, in a folder that can be made."""
+    from PIL import Image
+    out = Path(path)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise OptionError(f"--out {path}: the file name must end in an image type such as .png, .jpg or .webp.")
+    make_folder(out.parent, "--out")
+    return out
+
+
+def make_folder(folder: Path, what: str) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OptionError(f"{what}: cannot make the folder {str(folder)!r} ({err.strerror or err}).") from None
+    return folder
+
+
 def cmd_generate(args) -> int:
     from tqdm import tqdm
+    out = output_file(args.out)
+    previews = None if not args.previews else make_folder(Path(args.previews), "--previews")
     scene = load_scene(args)
     model = load_model(args)
-    bar = tqdm(total=None, desc=f"{args.method} {scene.width}x{scene.height}", unit="step", file=sys.stderr)
+    bar = None
 
     def progress(info):
-        bar.total = info.steps
+        nonlocal bar
+        if bar is None:   # made at the first step, so that an error before it is not glued to the bar
+            bar = tqdm(total=info.steps, desc=f"{args.method} {scene.width}x{scene.height}", unit="step",
+                       file=sys.stderr)
         bar.update(1)
-        if args.previews:
-            Path(args.previews).mkdir(parents=True, exist_ok=True)
-            info.preview().save(Path(args.previews) / f"step_{info.step:03d}.png")
+        if previews is not None:
+            info.preview().save(previews / f"step_{info.step:03d}.png")
 
     start = time.perf_counter()
     options = {} if args.batch_size is None else {"batch_size": args.batch_size}
-    image = model.generate(scene, seed=args.seed, method=args.method, steps=args.steps, callback=progress,
-                           regions=args.regions, **options)
-    bar.close()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        image = model.generate(scene, seed=args.seed, method=args.method, steps=args.steps, callback=progress,
+                               regions=args.regions, **options)
+    finally:
+        if bar is not None:
+            bar.close()
     image.save(out)
     print(f"saved {out} ({image.width}x{image.height}, {time.perf_counter() - start:.1f} s, "
           f"{model.calls} model calls)")
@@ -91,10 +114,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_stream(args) -> int:
+    out = make_folder(Path(args.out_dir), "--out-dir")
     scene = load_scene(args)
     model = load_model(args)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     fps = 0.0
     with model.stream(scene, seed=args.seed, regions=args.regions) as session:
         for event in session.run(frames=args.frames, every_frame=True):
@@ -108,8 +130,9 @@ def cmd_stream(args) -> int:
 
 
 def cmd_preview(args) -> int:
+    out = output_file(args.out)
     scene = load_scene(args)
-    scene.preview().save(args.out)
+    scene.preview().save(out)
     names = ", ".join(f"{layer.name}: {layer.prompt!r}" for layer in scene.layers)
     print(f"saved {args.out}: {scene.width}x{scene.height}, background {scene.background.prompt!r}; {names}")
     return 0

@@ -21,7 +21,7 @@ import torch
 from .backbones import registry
 from .backbones.base import Backbone
 from .errors import LoadError, ResourceError, SemanticDrawError
-from .options import shown
+from .options import clipped, shown
 from .presets import Preset, get_preset
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
@@ -72,7 +72,7 @@ def _fetch_error(source: str, err: Exception, single_file: bool = False) -> Load
     elif single_file:
         hint = " A single-file checkpoint also needs its component configs: pass config=<local diffusers folder>."
     return LoadError(
-        f"The weights of {source!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:300]})."
+        f"The weights of {source!r} could not be loaded ({type(err).__name__}: {clipped(err)})."
         f"{hint} If this machine is offline, download them elsewhere into the Hugging Face cache, or use one of "
         f"the offline presets: {OFFLINE_PRESETS} (random tiny models, no download).")
 
@@ -283,7 +283,7 @@ def load_pipeline(source: str | os.PathLike, family: str | None = None, loras: I
         raise ResourceError(f"Not enough memory to load {shown(str(source), 300)}.") from None
     except Exception as err:   # whatever a checkpoint of any shape makes diffusers, transformers or torch raise
         raise LoadError(f"{shown(str(source), 300)} could not be loaded ({type(err).__name__}: "
-                        f"{shown(str(err).strip().splitlines()[0] if str(err).strip() else '', 300)}).") from err
+                        f"{clipped(err)}).") from err
 
 
 def _load_pipeline(source: str, family: str | None, loras: list, vae, tiny_vae, config, keep_t5: bool, device,

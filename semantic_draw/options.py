@@ -80,6 +80,15 @@ def _is_numpy_number(value: Any) -> bool:
     return module == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iuf" and not value.shape
 
 
+def clipped(text: str, limit: int = 300) -> str:
+    """The first line of a message from elsewhere, cut at a word (not mid-word) when longer than ``limit``."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0]
+    return (cut if len(cut) > limit // 2 else line[:limit]) + " ..."
+
+
 def shown(value: Any, limit: int = 60) -> str:
     """A short repr for messages: a 400 MB string, a 5,000-digit number or a huge list is cut (reprlib)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:

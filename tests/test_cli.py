@@ -62,3 +62,35 @@ def test_the_attention_layout_from_the_command_line(tmp_path, capsys):
     assert main(["generate", ASSET, "--preset", "tiny-sd3", "--height", "64", "--regions", "attention",
                  "--out", str(out)]) == 0
     assert Image.open(out).size == (64, 64)
+
+
+def test_output_mistakes_are_one_line_before_any_work(tmp_path, capsys):
+    assert main(["generate", ASSET, "--preset", "tiny-sd15", "--out", str(tmp_path / "c.xyz")]) == 2
+    assert main(["generate", ASSET, "--preset", "tiny-sd15", "--out", "/proc/no/such/folder/a.png"]) == 2
+    assert main(["generate", ASSET, "--preset", "tiny-sd15", "--height", "64", "--steps", "0",
+                 "--out", str(tmp_path / "a.png")]) == 2
+    assert main(["generate", ASSET, "--device", "cuda", "--preset", "tiny-sd15", "--height", "64",
+                 "--out", str(tmp_path / "b.png")]) == 2 or __import__("torch").cuda.is_available()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert all(line.startswith("error: ") for line in lines), err       # one clean line each, no progress bar
+    assert ".xyz" in err and "folder" in err and "steps" in err and "Traceback" not in err
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_the_package_installs_with_its_command(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          "-w", str(tmp_path), str(root)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel = next(tmp_path.glob("semantic_draw-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        entry = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "semantic-draw = semantic_draw.__main__:main" in z.read(entry).decode()
+    assert "semantic_draw/backbones/registry.py" in names and "semantic_draw/compiled.py" in names

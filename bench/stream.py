@@ -42,7 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--layers", default="1,3,8,16", help="comma-separated brush counts")
     parser.add_argument("--frames", type=int, default=30, help="timed frames per brush count")
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (filling) frame")
-    parser.add_argument("--oneshot-repeats", type=int, default=3, help="timed one-shot generations per brush count")
+    parser.add_argument("--oneshot-repeats", type=int, default=3, help="timed one-shot generations per brush count (0: none, and no one-shot shapes "
+                             "to compile)")
     parser.add_argument("--compile", action="store_true",
                         help="after the eager rows, the same rows with the network compiled (torch.compile; CUDA "
                              "graphs on a GPU), side by side; 'first frames' then includes compiling")
@@ -135,7 +136,8 @@ def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
               f"{r['calls']:.0f}", f"{r['fps']:.2f}",
               f"{1000 * r['median']:.1f}", f"{1000 * r['p90']:.1f}", f"{100 * r['model']:.0f}%",
               f"{100 * r['decode']:.0f}%", f"{100 * r['other']:.0f}%", f"{r['peak']:.0f}",
-              f"{r['oneshot']['time']:.3f}", r["oneshot"]["items"], f"{r['fps'] * r['oneshot']['time']:.1f}x"]
+              *((f"{r['oneshot']['time']:.3f}", r["oneshot"]["items"], f"{r['fps'] * r['oneshot']['time']:.1f}x")
+                if r["oneshot"] else ("-", "-", "-"))]
              for r in rows]
     lines = [f"## Stream: {width}x{height} px, synthetic brushes", "", *machine_lines(model, args),
              f"- tile size: {tile or model.backbone.tile_size} px; {args.warmup} warm-up frames after the filling "
@@ -155,8 +157,8 @@ def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.frames < 1 or args.warmup < 0 or args.oneshot_repeats < 1:
-        raise SystemExit("--frames and --oneshot-repeats must be >= 1, --warmup >= 0.")
+    if args.frames < 1 or args.warmup < 0 or args.oneshot_repeats < 0:
+        raise SystemExit("--frames must be >= 1, --warmup and --oneshot-repeats >= 0.")
     counts = [int(n) for n in args.layers.split(",") if n.strip()]
     layouts = [r.strip() for r in args.regions.split(",") if r.strip()]
     model = build_model(args)
@@ -172,12 +174,13 @@ def main(argv=None) -> None:
             for regions in layouts:
                 start = time.perf_counter()
                 row = measure_stream(model, scene, args, tile, regions)
-                row["oneshot"] = measure_oneshot(model, scene, args, tile, regions)
+                row["oneshot"] = measure_oneshot(model, scene, args, tile, regions) if args.oneshot_repeats else None
                 rows.append(row)
                 sync(model.device)
+                oneshot = f"; one-shot {row['oneshot']['time']:.3f} s" if row["oneshot"] else ""
                 print(f"  {path}, {n} brushes, {regions}: {row['fps']:.2f} frames/s, median "
-                      f"{1000 * row['median']:.1f} ms, first frames {row['first']:.1f} s; one-shot "
-                      f"{row['oneshot']['time']:.3f} s ({time.perf_counter() - start:.0f} s)", flush=True)
+                      f"{1000 * row['median']:.1f} ms, first frames {row['first']:.1f} s{oneshot} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
     text = report(model, args, height, width, tile, rows)
     print("\n" + text)
     chart = ("Stream frames/s by brush count and region layout",

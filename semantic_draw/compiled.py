@@ -61,8 +61,13 @@ class Compiled(Wrapper):
 
     def predict(self, views: Views) -> torch.Tensor:
         before = _graphs()
+        graphs = self.mode == "reduce-overhead"
         try:
+            if graphs:    # a new step for the CUDA graph trees: the last call's output buffers may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             out = self.inner.predict(views)
+            if graphs:    # ... so what a caller keeps is its own copy
+                out = out.clone()
         except torch._dynamo.exc.FailOnRecompileLimitHit as err:
             raise ResourceError(f"The compiled network met more batch shapes than its limit "
                                 f"({torch._dynamo.config.recompile_limit}); load the model without compile or "

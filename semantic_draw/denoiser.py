@@ -29,6 +29,14 @@ from .backbones.base import Backbone, Cond
 from .errors import ResourceError
 from .schedule import Schedule
 from .timing import Clock
+from .transfer import to_device
+
+
+def _pad(t: torch.Tensor | None, size: int) -> torch.Tensor | None:
+    """t [N, ...] and size - N copies of its last row."""
+    if t is None or size <= len(t):
+        return t
+    return torch.cat([t, t[-1:].expand((size - len(t),) + tuple(t.shape[1:]))])
 
 
 @dataclass
@@ -44,10 +52,16 @@ class Regions:
     context: object = None
 
     def __getitem__(self, items) -> "Regions":
-        def part(t):
-            return None if t is None else t[items]
-        return replace(self, weights=self.weights[items], alone=part(self.alone), group=part(self.group),
-                       context=None)
+        return self.take(items, items)
+
+    def take(self, items, host_items) -> "Regions":
+        """The items ``items`` (on the weights' device), ``host_items`` the same on the host (for ``alone``)."""
+        return replace(self, weights=self.weights[items], alone=None if self.alone is None else self.alone[host_items],
+                       group=None if self.group is None else self.group[items], context=None)
+
+    def pad(self, size: int) -> "Regions":
+        return replace(self, weights=_pad(self.weights, size), alone=_pad(self.alone, size),
+                       group=_pad(self.group, size), context=None)
 
     def item_groups(self) -> torch.Tensor:
         if self.group is not None:
@@ -71,12 +85,27 @@ class Views:
         return self.x.shape[0]
 
     def __getitem__(self, items) -> "Views":
+        """Some of the views; a host index tensor is moved to the device once, without waiting."""
+        host = items
+        if isinstance(items, torch.Tensor) and items.device != self.x.device:
+            items = to_device(items, self.x.device)
+
         def part(t):
             return None if t is None else t[items]
         return replace(self, x=self.x[items], step=self.step[items], crops=self.crops[items],
                        cond={k: v[items] for k, v in self.cond.items()},
                        uncond=None if self.uncond is None else {k: v[items] for k, v in self.uncond.items()},
-                       carried=part(self.carried), regions=part(self.regions))
+                       carried=part(self.carried),
+                       regions=None if self.regions is None else self.regions.take(items, host))
+
+    def pad(self, size: int) -> "Views":
+        """The views and ``size - len`` copies of the last one: made on each tensor's own device (a host index
+        would make the host wait for the GPU)."""
+        return replace(self, x=_pad(self.x, size), step=_pad(self.step, size), crops=_pad(self.crops, size),
+                       cond={k: _pad(v, size) for k, v in self.cond.items()},
+                       uncond=None if self.uncond is None else {k: _pad(v, size) for k, v in self.uncond.items()},
+                       carried=_pad(self.carried, size),
+                       regions=None if self.regions is None else self.regions.pad(size))
 
     def with_negatives(self) -> "Views | None":
         """The views twice, negative prompts first (full CFG); None when there are no negative prompts."""
@@ -210,12 +239,17 @@ class RegionAttention(Wrapper):
             return self._call(views)
         if getattr(self.backbone, "region_solo_apart", False) and r.alone is not None and (r.alone >= 0).any():
             return self._apart(views, r.alone >= 0)
+        return self._whole(views)       # already padded (``Padded`` wraps this)
+
+    def _whole(self, views: Views) -> torch.Tensor:
+        r = views.regions
         if self.bucket_sizes:
             r = replace(r, alone=None)
         regions = replace(r, context=self.backbone.region_context(r, views.x.shape[-2:]))
-        return self._call(replace(views, regions=regions))
+        return self.inner.predict(replace(views, regions=regions))
 
     def _call(self, views: Views) -> torch.Tensor:
+        """A part of a split batch, padded to a bucket size of its own for a compiled network."""
         if not self.bucket_sizes:
             return self.inner.predict(views)
         return padded_call(self.inner, views, bucket(len(views), self.bucket_sizes))
@@ -224,15 +258,21 @@ class RegionAttention(Wrapper):
         """The solo items with their one prompt's rows (one call), the whole views with the regions (another)."""
         r, dev = views.regions, views.x.device
         idx, rest = solo.nonzero().flatten(), (~solo).nonzero().flatten()
-        group, slot = r.item_groups()[idx.to(r.weights.device)].cpu(), r.alone[idx]
+        group = r.group[idx] if r.group is not None and r.group.device.type == "cpu" else None
+        slot = r.alone[idx]
+        idx_dev, rest_dev = to_device(idx, dev), to_device(rest, dev)
+        if group is None:
+            group = r.item_groups()[to_device(idx, r.weights.device)]
         plain = replace(views[idx], regions=None,
-                        cond={k: v[group.to(v.device), slot.to(v.device)] for k, v in r.prompts.items()})
+                        cond={k: v[to_device(group, v.device), to_device(slot, v.device)] for k, v in r.prompts.items()})
         out = self._call(plain)
         if len(rest) == 0:
             return out
-        whole = self.predict(views[rest])
+        rest_views = views[rest]
+        size = bucket(len(rest_views), self.bucket_sizes) if self.bucket_sizes else len(rest_views)
+        whole = self._whole(rest_views.pad(size))[:len(rest_views)]
         merged = out.new_empty((len(views),) + out.shape[1:])
-        merged[idx.to(dev)], merged[rest.to(dev)] = out, whole
+        merged[idx_dev], merged[rest_dev] = out, whole
         return merged
 
 
@@ -326,8 +366,7 @@ def padded_call(inner: Denoiser, views: Views, size: int) -> torch.Tensor:
     n = len(views)
     if size <= n:
         return inner.predict(views)
-    index = torch.cat([torch.arange(n), torch.full((size - n,), n - 1)])
-    return inner.predict(views[index])[:n]
+    return inner.predict(views.pad(size))[:n]
 
 
 class Padded(Wrapper):

@@ -260,7 +260,8 @@ class SemanticDraw:
         padded = find(denoiser, Padded)
         if padded is not None:       # a compiled network: every step of this canvas and brush count, one shape
             factor = 2 if opts.guidance_mode == "full" else 1
-            padded.minimum = min(plan.mask_views.shape[1] * plan.tiling.count, opts.batch_size // factor) * factor
+            most = max(plan.most_items(torch.tensor([i]), opts.bootstrap_steps) for i in range(plan.schedule.steps))
+            padded.minimum = min(most, opts.batch_size // factor) * factor
         latent = sample(denoiser, plan, opts, noise, edit=edit, callback=callback,
                         decode=lambda z: self.decode(z, tiny=True))
         if output == "latent":

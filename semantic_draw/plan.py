@@ -40,6 +40,7 @@ class RegionPlan:
     coverage: torch.Tensor       # [T, 1, h, w] where a whole view's prediction counts: everywhere when the
                                  # background prompt paints the canvas, the brushes' masks over a background image
     weight_views: torch.Tensor = field(init=False)   # [T, S, K, vh, vw], per tile
+    slot_of_layer_cpu: torch.Tensor = field(init=False)   # the same on the host (per-item bookkeeping, no sync)
 
     @property
     def slots(self) -> int:
@@ -81,13 +82,19 @@ class Plan:
         """[N, 3] (slot, layer, tile) of every item of a step at step indices ``steps`` (CPU): each non-empty layer
         of each tile; in the attention layout, slots past bootstrapping have one item per tile, whose layer index
         is ``layers`` (the whole view)."""
-        chosen = self.nonempty[steps]
+        return self._chosen(self.nonempty[steps].clone(), steps, bootstrap_steps).nonzero()
+
+    def most_items(self, steps: torch.Tensor, bootstrap_steps: int) -> int:
+        """The most items a step at ``steps`` can have whatever is painted (every layer reaching every tile): the
+        batch a compiled network's calls are padded to, so that edits never change its shape."""
+        return int(self._chosen(torch.ones_like(self.nonempty[steps]), steps, bootstrap_steps).sum())
+
+    def _chosen(self, chosen: torch.Tensor, steps: torch.Tensor, bootstrap_steps: int) -> torch.Tensor:
         if self.regions is not None:
-            chosen = chosen.clone()
             boot = steps < bootstrap_steps
             chosen[boot, self.layers] = False
             chosen[~boot, :self.layers] = False
-        return chosen.nonzero()
+        return chosen
 
 
 @dataclass(frozen=True)
@@ -278,9 +285,11 @@ class PlanBuilder:
         def pick(c: Cond | None) -> Cond | None:
             return None if c is None else {k: v.index_select(0, index.to(v.device))[None] for k, v in c.items()}
 
-        slot_of_layer = torch.tensor(slot_of_row[:1] * first + slot_of_row[1:], device=masks.device)
+        slot_of_layer = torch.tensor(slot_of_row[:1] * first + slot_of_row[1:])
         coverage = (weights if first else brushes).sum(1, keepdim=True)
-        return RegionPlan(pick(rows), pick(negs), slot_of_layer, weights, coverage)
+        plan = RegionPlan(pick(rows), pick(negs), slot_of_layer.to(masks.device), weights, coverage)
+        plan.slot_of_layer_cpu = slot_of_layer
+        return plan
 
     def pixel_masks(self, scene) -> torch.Tensor | None:
         """[P, H, W] soft masks of the brushes in pixels (for the final blend with a background photo)."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .denoiser import Denoiser, Regions, Views
 from .options import StepOptions
+from .transfer import to_device
 from .plan import Plan
 from .tiles import Tiling
 
@@ -36,11 +37,12 @@ def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tens
     [S, C, h, w]: the noise each slot's latent carries (for self guidance).
     """
     sched, dev, steps_cpu = plan.schedule, x.device, steps.cpu().long()
+    next_level = to_device(steps_cpu, dev) + 1
     # 1. Items: every (slot, layer, tile) whose step mask is not empty, with its input view and weight.
     idx = plan.item_index(steps_cpu, opts.bootstrap_steps)
     if len(idx) == 0:   # no region has started yet (a photo with only soft or weak brushes): the background goes on
         x0, eps = plan.z_bg.expand_as(x).clone(), bg_noise.expand_as(x).clone()
-        return StepResult(x0, eps, sched.renoise(x0, eps, noise, steps_cpu.to(dev) + 1), 0)
+        return StepResult(x0, eps, sched.renoise(x0, eps, noise, next_level), 0)
     items = _Items(idx, steps_cpu, plan.tiling.count, opts.bootstrap_steps, dev)
     m = plan.mask_views[items.step, items.layer, items.tile]                   # [N, vh, vw]
     weight = m * plan.tiling.weights.to(dev)[items.tile]
@@ -54,10 +56,9 @@ def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tens
     if boot is not None:
         x0, eps, weight = boot.outputs(x0, eps, weight)
     # 4. Aggregate per slot (section 2.2), blend the background (2.3), re-noise once (2.4).
-    agg = _Aggregate(plan, items, weight, x.shape[0], steps_cpu, opts.bootstrap_steps, dev)
+    agg = _Aggregate(plan, items, weight, x.shape[0], steps_cpu, next_level - 1, opts.bootstrap_steps, dev)
     x0_agg = agg.blend(agg.mean(x0, plan.z_bg), plan.z_bg)
     eps_agg = agg.blend(agg.mean(eps, bg_noise), bg_noise)
-    next_level = steps_cpu.to(dev) + 1
     if opts.aggregation == "pre":
         x_next = sched.renoise(x0_agg, eps_agg, noise, next_level)
     else:   # naive MultiDiffusion: every view takes its own scheduler step (own fresh noise), then views are averaged
@@ -106,7 +107,7 @@ def _item_views(plan: Plan, items: _Items, x: torch.Tensor, carried: torch.Tenso
     alone = F.one_hot(r.slot_of_layer[items.layer.clamp(max=plan.layers - 1)], r.slots).to(whole.dtype)
     weights = torch.where((items.layer < plan.layers).view(-1, 1, 1, 1), alone[..., None, None], whole)
     layer = items.layer_cpu
-    slot = torch.where(layer < plan.layers, r.slot_of_layer.cpu()[layer.clamp(max=plan.layers - 1)], -1)
+    slot = torch.where(layer < plan.layers, r.slot_of_layer_cpu[layer.clamp(max=plan.layers - 1)], -1)
     return Views(x_in, items.step, plan.schedule, {}, crops, None, carried,
                  Regions(weights, r.prompts, r.negatives, alone=slot))
 
@@ -165,16 +166,17 @@ class _Aggregate:
     """Weighted means of item predictions per slot (section 2.2) and the background blend (2.3)."""
 
     def __init__(self, plan: Plan, items: _Items, weight: torch.Tensor, slots: int, steps_cpu: torch.Tensor,
-                 boot_steps: int, dev):
+                 steps: torch.Tensor, boot_steps: int, dev):
         self.tiling, self.items, self.slots = plan.tiling, items, slots
         self.w4 = weight.unsqueeze(1)
         den = self._scatter(self.w4)
         self.has = den > 1e-8
         self.safe = den.clamp_min(1e-8)
-        cover = plan.coverage[steps_cpu.to(plan.coverage.device)].to(dev)
+        cover = plan.coverage[to_device(steps_cpu, plan.coverage.device)].to(dev)
         if plan.regions is not None:          # slots past bootstrapping count as whole views
-            whole = (steps_cpu >= boot_steps).view(-1, 1, 1, 1).to(dev)
-            cover = torch.where(whole, plan.regions.coverage[steps_cpu.to(cover.device)].to(dev), cover)
+            whole = (steps >= boot_steps).view(-1, 1, 1, 1)
+            regions_cover = plan.regions.coverage[to_device(steps_cpu, plan.regions.coverage.device)].to(dev)
+            cover = torch.where(whole, regions_cover, cover)
         self.b = (1 - cover).clamp(0, 1)      # where no layer's step mask reaches
 
     def _scatter(self, parts: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .plan import Plan, PlanBuilder
 from .options import StepOptions
 from .sampler import region_step
 from .sharing import Slots
+from .transfer import to_device
 
 EDIT_KINDS = ("scene", "seed", "stop")   # what a run's edit queue carries: (kind, payload) pairs
 LAYER_FIELDS = ("prompt", "negative_prompt", "mask", "mask_strength", "mask_blur", "prompt_strength", "name")
@@ -175,9 +176,9 @@ class StreamSession:
         return image
 
     def _step(self, x, steps, noise, carried):
-        if self._padded is not None:   # the most items a step of these slots can have, whatever is painted
-            views = self.plan.mask_views.shape[1] * self.plan.tiling.count
-            self._padded.minimum = len(steps) * views * (2 if self.opts.guidance_mode == "full" else 1)
+        if self._padded is not None:   # every call of this canvas and brush count, the filling ones too, one shape:
+            most = self.plan.most_items(torch.arange(self.schedule.steps), self.opts.bootstrap_steps)  # one graph
+            self._padded.minimum = most * (2 if self.opts.guidance_mode == "full" else 1)              # per stream
         return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,
                            draw=self._noise.draw, carried=carried)
 
@@ -201,6 +202,7 @@ class StreamSession:
 
     def _noise_in(self, x0: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         shape = (-1, 1, 1, 1)
+        level = to_device(level, x.device)
         alpha = self.schedule.table("alphas", x.device)[level].view(shape)
         sigma = self.schedule.table("sigmas", x.device)[level].view(shape)
         return (x - alpha * x0) / sigma

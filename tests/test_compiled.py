@@ -48,6 +48,57 @@ def test_padding_to_buckets_never_reaches_the_image():
                                rtol=1e-4, atol=5e-5)
 
 
+class Recorded(Wrapper):
+    """Records the batch size of every network call."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.sizes = []
+
+    def predict(self, views):
+        self.sizes.append(len(views))
+        return self.inner.predict(views)
+
+
+def test_a_padded_stream_calls_the_network_with_one_batch_the_most_its_layout_can_have():
+    three = rect_scene(64, 64, [("a red apple", (8, 8, 30, 30)), ("a cup", (34, 34, 60, 60)),
+                                ("a pear", (8, 34, 30, 60))], background_prompt="a table")
+    shapes = {}
+    for regions in ("latent", "attention"):
+        model = SemanticDraw.from_preset("tiny-sd15")
+        recorded = Recorded(model.network)
+        model.network = Bucketed(recorded)
+        with model.stream(three, seed=0, regions=regions) as session:
+            for _ in range(3):                                   # the filling frame and two steady ones
+                session.next_frame(output="latent")
+            session.edit_layer(1, mask=three.layers[1].mask[::-1, ::-1].copy())   # paint moves: same shape
+            wiped = three.layers[2].mask.copy()
+            wiped[12:] = False
+            session.edit_layer(2, mask=wiped)                                     # a brush mostly wiped: same shape
+            for _ in range(2):
+                session.next_frame(output="latent")
+            most = session.plan.most_items(torch.arange(session.schedule.steps), session.opts.bootstrap_steps)
+        assert set(recorded.sizes) == {most}, (regions, recorded.sizes)
+        shapes[regions] = most
+    assert shapes["latent"] > shapes["attention"]       # the attention layout: one whole view per slot
+
+
+def test_padding_on_the_device_is_indexing_by_the_last_item():
+    from semantic_draw.denoiser import Regions, Views
+    n, size = 3, 8
+    views = Views(torch.randn(n, 4, 8, 8), torch.arange(n), None, {"embeds": torch.randn(n, 5, 16)}, torch.randn(n, 2),
+                  carried=torch.randn(n, 4, 8, 8),
+                  regions=Regions(torch.rand(n, 2, 8, 8), {"embeds": torch.randn(1, 2, 5, 16)},
+                                  alone=torch.tensor([-1, 0, 1])))
+    index = torch.tensor([0, 1, 2, 2, 2, 2, 2, 2])
+    padded, indexed = views.pad(size), views[index]
+    for a, b in [(padded.x, indexed.x), (padded.step, indexed.step), (padded.crops, indexed.crops),
+                 (padded.cond["embeds"], indexed.cond["embeds"]), (padded.carried, indexed.carried),
+                 (padded.regions.weights, indexed.regions.weights), (padded.regions.alone, indexed.regions.alone)]:
+        assert torch.equal(a, b)
+    assert len(views.pad(2)) == n                                # never cut
+
+
 def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing():
     scene = one_brush()
     eager = SemanticDraw.from_preset("tiny-sd15")
@@ -57,7 +108,8 @@ def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing
     with model.stream(scene, seed=0) as session:
         got = [session.next_frame(output="latent") for _ in range(3)]
         compiles = model.compiled.compiles
-        assert compiles >= 2                                         # the filling frame's shape and a steady one
+        assert compiles == 1                  # the filling frame's calls are padded to the steady frame's shape
+        assert len({s[0] for s in model.compiled.shapes}) == 1
         for _ in range(3):
             session.next_frame(output="latent")
         assert model.compiled.compiles == compiles                   # the second frame on: no recompilation

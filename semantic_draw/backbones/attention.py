@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0, JointAttnProcessor2_0
 
+from ..transfer import to_device
+
 
 @dataclass
 class UNetRegions:
@@ -66,12 +68,12 @@ def pyramid(h: int, w: int) -> list[tuple[int, int]]:
 
 
 def unet_context(regions, view_hw, dtype: torch.dtype, device) -> UNetRegions:
-    group = regions.item_groups().to(device)
+    group = to_device(regions.item_groups(), device)
     weights = normalized(regions.weights.to(device, torch.float32))
     n = len(weights)
     alone = regions.alone if regions.alone is not None else torch.full((n,), -1, dtype=torch.long)
     solo, mix = (alone >= 0).nonzero().flatten(), (alone < 0).nonzero().flatten()   # on the host: no device sync
-    mix_dev = mix.to(device)
+    mix_dev = to_device(mix, device)
     per_size = {}
     for h, w in pyramid(*view_hw):
         at = normalized(F.adaptive_avg_pool2d(weights.index_select(0, mix_dev), (h, w))).flatten(2)  # [M, S, h*w]
@@ -79,14 +81,14 @@ def unet_context(regions, view_hw, dtype: torch.dtype, device) -> UNetRegions:
     embeds = regions.prompts["embeds"].to(device, dtype)                     # [G, S, T, D]
     g, s, t, d = embeds.shape
     pooled = regions.prompts.get("pooled")
-    return UNetRegions(embeds.reshape(g, s * t, d), s, group, per_size, solo.to(device), alone[solo].to(device),
+    return UNetRegions(embeds.reshape(g, s * t, d), s, group, per_size, to_device(solo, device), to_device(alone[solo], device),
                        mix_dev, embeds[:, 0].index_select(0, group),
                        None if pooled is None else pooled_mix(weights, pooled.to(device, torch.float32),
                                                               group).to(dtype))
 
 
 def joint_context(regions, view_hw, patch: int, dtype: torch.dtype, device) -> JointRegions:
-    group = regions.item_groups().to(device)
+    group = to_device(regions.item_groups(), device)
     weights = normalized(regions.weights.to(device, torch.float32))
     at = normalized(F.avg_pool2d(weights, patch)).flatten(2)                 # [N, S, P] per image token
     embeds = regions.prompts["embeds"].to(device, dtype).index_select(0, group)   # [N, S, T, D]

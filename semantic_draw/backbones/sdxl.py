@@ -28,7 +28,8 @@ class SDXLBackbone(DiffusersBackbone):
     def time_ids(self, x: torch.Tensor, crops: torch.Tensor | None) -> torch.Tensor:
         """Per item (original h, w, crop top, crop left, target h, w), the sizes being the view's pixel size."""
         n, h, w = x.shape[0], x.shape[-2] * self.vae_factor, x.shape[-1] * self.vae_factor
-        size = torch.tensor([h, w], dtype=torch.float32, device=self.device).expand(n, 2)
+        size = torch.cat([torch.full((n, 1), h, dtype=torch.float32, device=self.device),   # device fills: no
+                          torch.full((n, 1), w, dtype=torch.float32, device=self.device)], 1)  # host copy
         crops = torch.zeros(n, 2, device=self.device) if crops is None else crops.to(self.device, torch.float32)
         return torch.cat([size, crops.reshape(n, 2), size], dim=1)
 

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One lease of a GPU, every measurement the open issues ask for, most valuable first; each phase has its own time
+# limit so that a slow one costs only itself. Output: $OUT/log (all of it) and one folder of tables per phase.
+#
+#   bash bench/gpu_session.sh            # on the device machine (the diffusers wheel carried in .whl/)
+#   bash bench/gpu_session.sh second     # the follow-up set: the compiled attention layout, 1 brush, sync checks
+#
+# Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
+# cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
+# (eager), the host-sync check.
+set -u
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+LOG=$OUT/log
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+CACHE=/tmp/sd-compile-cache
+phase() {   # phase NAME SECONDS COMMAND...
+    local name=$1 limit=$2; shift 2
+    local start=$(date +%s)
+    echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
+    timeout "$limit" "$@" 2>&1 | grep --line-buffered -v -E "Warning|warn\(|^\s*$" | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$LOG"
+}
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+} 2>&1 | tee -a "$LOG"
+
+if [ "${1:-first}" = second ]; then
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache     # shared by the phases: the sync check reuses the graphs
+    phase sd15-attention-compiled 190 python3 bench/stream.py --full-size --preset sd15 --layers 3,8 \
+        --regions attention --frames 20 --oneshot-repeats 0 --compile
+    phase sync-check-eager 30 python3 bench/sync_check.py --full-size --preset sd15 --layers 3
+    phase sync-check-compiled 45 python3 bench/sync_check.py --full-size --preset sd15 --layers 3 --regions attention \
+        --compile
+    phase sd15-one-brush-compiled 95 python3 bench/stream.py --full-size --preset sd15 --layers 1 --regions latent \
+        --frames 30 --oneshot-repeats 0 --compile
+    exit 0
+fi
+phase sd15-compiled 235 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent --frames 30 \
+    --compile --compile-cache "$CACHE"
+phase sd15-compiled-warm 75 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent --frames 30 \
+    --compile --compile-cache "$CACHE"
+phase sd15-regions 90 python3 bench/stream.py --full-size --preset sd15 --layers 3,8,16 --regions latent,attention \
+    --frames 15 --oneshot-repeats 1
+phase sdxl-regions 75 python3 bench/stream.py --full-size --preset sdxl --layers 3 --regions latent,attention \
+    --frames 8 --oneshot-repeats 1
+phase sd3-regions 75 python3 bench/stream.py --full-size --preset sd3 --layers 3 --regions latent,attention \
+    --frames 8 --oneshot-repeats 1
+phase sync-check 25 python3 bench/sync_check.py --full-size --preset sd15 --layers 3
+exit 0

@@ -87,6 +87,20 @@ class Compiled(Wrapper):
         return self.inner
 
 
+def compile_decoders(backbone, backend: str = "inductor") -> list[str]:
+    """The VAE's and the tiny VAE's decoder networks through torch.compile (inductor's fused kernels, no CUDA
+    graphs: a decoded image is read back at once, and tiled decoding of large canvases brings tiles of a few sizes,
+    which ``dynamic=None`` turns into one dynamic graph after the second). Returns what was compiled."""
+    done = []
+    for name, vae in (("vae", getattr(getattr(backbone, "pipe", None), "vae", None)),
+                      ("tiny_vae", getattr(backbone, "tiny_vae", None))):
+        decoder = getattr(vae, "decoder", None)
+        if isinstance(decoder, torch.nn.Module) and not hasattr(decoder, "_orig_mod"):
+            vae.decoder = torch.compile(decoder, backend=backend, dynamic=None)
+            done.append(name)
+    return done
+
+
 def check_compilable(device: torch.device, backend: str = "inductor") -> None:
     """One OptionError when torch.compile cannot run on ``device`` here."""
     if device.type == "cuda":

@@ -133,13 +133,15 @@ class SemanticDraw:
     def compile(self, *, mode: str | None = None, buckets=BUCKETS, cache_dir: str | None = None,
                 backend: str = "inductor") -> "SemanticDraw":
         """Run the network through torch.compile from now on (CUDA graphs on a GPU), its calls padded to ``buckets``
-        sizes. ``cache_dir``: a folder for the compile cache, loaded now and saved after each new graph. The first
-        call of each new shape compiles (a minute or two; see ``warm``). Returns the model."""
-        from .compiled import Compiled
+        sizes, and the VAE's and tiny VAE's decoders compiled too (no CUDA graphs). ``cache_dir``: a folder for the
+        compile cache, loaded now and saved after each new graph. The first call of each new shape compiles (a
+        minute or two; see ``warm``). Returns the model."""
+        from .compiled import Compiled, compile_decoders
         with self._lock:
             if self.compiled is None:
                 self.network = Compiled(self.network, self.backbone, mode=mode, buckets=buckets, cache_dir=cache_dir,
                                         backend=backend)
+                compile_decoders(self.backbone, backend)
         return self
 
     @property

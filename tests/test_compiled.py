@@ -18,6 +18,7 @@ from analytic import AnalyticBackbone
 from scenes import rect_scene
 from semantic_draw import OptionError, SemanticDraw
 from semantic_draw.denoiser import Wrapper
+from standins import StandInSpaces
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,6 +120,19 @@ def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing
     assert model.compiled.shapes and all(s[0] in model.compiled.buckets for s in model.compiled.shapes)
 
 
+def test_the_decoders_are_compiled_too_and_decode_the_same_pictures():
+    import numpy as np
+    latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = SemanticDraw.from_preset("tiny-sd15")
+    want = [np.asarray(model.decode(latent, tiny=t), dtype=np.int16) for t in (True, False)]
+    model.compile(backend="eager")          # dynamo's tracing alone (inductor takes minutes for a VAE on a CPU)
+    assert hasattr(model.backbone.tiny_vae.decoder, "_orig_mod") and hasattr(model.backbone.pipe.vae.decoder,
+                                                                             "_orig_mod")
+    got = [np.asarray(model.decode(latent, tiny=t), dtype=np.int16) for t in (True, False)]
+    for a, b in zip(want, got):
+        assert np.abs(a - b).max() <= 1                                  # 8-bit pictures: at most one level apart
+
+
 def test_warm_compiles_the_shapes_before_anyone_waits(monkeypatch):
     model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager")
     seen = []
@@ -168,48 +182,6 @@ def test_inductor_compiles_one_shape_and_the_cache_folder_warms_a_new_process(tm
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"loaded {len(files)}" in out.stdout
     torch.testing.assert_close(torch.load(tmp_path / "z.pt"), got, rtol=1e-5, atol=1e-5)
-
-
-class StandInSpaces:
-    """What the spaces package offers for ahead-of-time compilation, without compiling: a "program" runs the eager
-    module and counts its calls."""
-
-    def __init__(self):
-        self.compiled, self.runs = [], 0
-
-    def aoti_capture(self, module):
-        import contextlib
-        from unittest import mock
-
-        class Call:
-            args, kwargs = (), {}
-
-        call = Call()
-
-        class Captured(Exception):
-            pass
-
-        def record(*args, **kwargs):
-            call.args, call.kwargs = args, kwargs
-            raise Captured
-
-        @contextlib.contextmanager
-        def capturing():
-            with mock.patch.object(module, "forward", record):
-                try:
-                    yield call
-                except Captured:
-                    pass
-        return capturing()
-
-    def aoti_compile(self, exported):
-        module = exported.module()
-        self.compiled.append(exported)
-
-        def program(*args, **kwargs):
-            self.runs += 1
-            return module(*args, **kwargs)
-        return program
 
 
 def test_zero_gpu_chooses_ahead_of_time_compilation_and_serves_its_shapes():

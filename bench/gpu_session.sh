@@ -4,6 +4,8 @@
 #
 #   bash bench/gpu_session.sh            # on the device machine (the diffusers wheel carried in .whl/)
 #   bash bench/gpu_session.sh second     # the follow-up set: the compiled attention layout, 1 brush, sync checks
+#   bash bench/gpu_session.sh third      # still unmeasured (2026-11-25): SDXL / SD3 / Irworobongdo compiled, SD1.5
+#                                        # 1 and 16 brushes with the attention layout compiled (about 9 minutes)
 #
 # Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
@@ -39,6 +41,18 @@ if [ "${1:-first}" = second ]; then
         --compile
     phase sd15-one-brush-compiled 95 python3 bench/stream.py --full-size --preset sd15 --layers 1 --regions latent \
         --frames 30 --oneshot-repeats 0 --compile
+    exit 0
+fi
+if [ "${1:-first}" = third ]; then
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    phase sdxl-attention-compiled 200 python3 bench/stream.py --full-size --preset sdxl --layers 3 --regions attention \
+        --frames 10 --oneshot-repeats 2 --compile
+    phase sd3-attention-compiled 150 python3 bench/stream.py --full-size --preset sd3 --layers 3 --regions attention \
+        --frames 10 --oneshot-repeats 2 --compile
+    phase irworobongdo-compiled 120 python3 bench/methods.py --full-size --preset sd15 --methods semanticdraw \
+        --repeats 3 --compile
+    phase sd15-attention-1-16-compiled 110 python3 bench/stream.py --full-size --preset sd15 --layers 1,16 \
+        --regions attention --frames 20 --oneshot-repeats 0 --compile
     exit 0
 fi
 phase sd15-compiled 235 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent --frames 30 \

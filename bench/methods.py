@@ -36,6 +36,10 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per method first")
     parser.add_argument("--batch-size", type=int, default=16, help="most items per model call")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--compile", action="store_true",
+                        help="after the eager rows, semanticdraw again with the network and decoders compiled "
+                             "(its warm-up runs compile)")
+    parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
     parser.add_argument("--count-only", action="store_true",
                         help="exact model calls / evaluations of the real preset's configuration at the real canvas, "
                              "fast on a CPU (tiny model whose denoiser returns zeros; its times mean nothing)")
@@ -155,6 +159,11 @@ def main(argv=None) -> None:
         rows.append(run_method(model, scene, method, args, tile))
         r = rows[-1]
         print(f"  {method}: {r['time']:.3f} s, {r['calls']} calls, {r['items']} evals", flush=True)
+    if args.compile and "semanticdraw" in methods and not args.count_only:
+        model.compile(cache_dir=args.compile_cache)    # the warm-up runs compile (see --warmup)
+        rows.append(run_method(model, scene, "semanticdraw", args, tile))
+        rows[-1]["method"] = "semanticdraw (compiled)"
+        print(f"  semanticdraw, compiled: {rows[-1]['time']:.3f} s", flush=True)
     text = report(model, args, scene, rows, tile)
     print("\n" + text)
     if args.count_only:

@@ -6,11 +6,13 @@ Pure numpy / PIL, no Gradio and no model here.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from semantic_draw import ResourceError, SceneError
 from semantic_draw.sizes import fit
 
 WHITE_LEVEL = 250  # a background whose every pixel is at least this bright counts as the blank white canvas
@@ -94,14 +96,16 @@ def resize_canvas(canvas: Canvas, h: int, w: int) -> Canvas:
 
 
 def layer_image(mask: np.ndarray | None, color: tuple[int, int, int], height: int, width: int) -> Image.Image:
-    """One editor layer: the brush colour where painted, transparent elsewhere."""
+    """One editor layer: the brush colour where painted, transparent elsewhere. A uint8 mask keeps its alpha (the
+    opacity it was painted with); a bool mask is opaque where True."""
     rgba = np.zeros((height, width, 4), np.uint8)
     rgba[..., :3] = color
     if mask is not None:
         m = np.asarray(mask)
+        m = m.astype(np.uint8) * 255 if m.dtype == bool else np.clip(m, 0, 255).astype(np.uint8)
         if m.shape != (height, width):
-            m = np.asarray(Image.fromarray((m > 0).astype(np.uint8) * 255).resize((width, height), Image.NEAREST))
-        rgba[..., 3] = np.where(m > 0, 255, 0).astype(np.uint8)
+            m = np.asarray(Image.fromarray(m).resize((width, height), Image.NEAREST))
+        rgba[..., 3] = m
     return Image.fromarray(rgba, "RGBA")
 
 
@@ -111,3 +115,53 @@ def editor_value(height: int, width: int, masks: list, colors: list[tuple[int, i
     bg = white(height, width) if background is None else background.convert("RGB").resize((width, height))
     layers = [layer_image(m, c, height, width) for m, c in zip(masks, colors)]
     return {"background": bg, "layers": layers, "composite": None}
+
+
+def painted_opacity(mask: np.ndarray) -> float:
+    """The opacity a layer was painted with (the median alpha of its painted pixels, to 0.05): a brush painted at
+    50 % opacity in the editor draws at half its mask strength. 1.0 for a blank layer."""
+    alpha = np.asarray(mask)
+    painted = alpha[alpha > 0]
+    if painted.size == 0:
+        return 1.0
+    return max(0.05, round(float(np.median(painted)) / 255 * 20) / 20)
+
+
+MASK_FILE_BYTES = 32 * 2**20
+MASK_FILE_PIXELS = 64 * 2**20
+
+
+def mask_from_image(path, height: int, width: int) -> tuple[np.ndarray, str | None]:
+    """An uploaded mask image -> a uint8 mask (255 painted) at the canvas size, and a note when it was stretched.
+
+    Alpha images: painted where alpha is at least half; black-and-white (or grey) images: painted where light (at
+    least half). Raises SceneError for a file that is not an image, a blank or full mask."""
+    name = os.path.basename(str(path))
+    if os.path.getsize(path) > MASK_FILE_BYTES:
+        raise ResourceError(f"The mask file “{name}” is larger than {MASK_FILE_BYTES // 2**20} MB.")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MASK_FILE_PIXELS:
+                raise ResourceError(f"The mask “{name}” is {image.width}x{image.height} pixels: too large.")
+            image.load()
+            if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
+                rgba = np.asarray(image.convert("RGBA"))
+                alpha = rgba[..., 3]
+                values = alpha if alpha.min() < 255 else np.asarray(image.convert("L"))
+            else:
+                values = np.asarray(image.convert("L"))
+    except (ResourceError, SceneError):
+        raise
+    except Exception:
+        raise SceneError(f"“{name}” is not an image file (PNG, JPEG, WebP...): upload a black-and-white image "
+                         "(white = the brush) or one with transparency (opaque = the brush).") from None
+    painted = values >= 128
+    if not painted.any() or painted.all():
+        raise SceneError(f"The mask “{name}” is all {'black or transparent' if not painted.any() else 'white'}: "
+                         "a mask is white (or opaque) where the brush paints and black (or transparent) elsewhere.")
+    note = None
+    h, w = painted.shape
+    if abs((h / w) / (height / width) - 1) > 0.02:
+        note = f"The mask is {w}x{h} and the canvas {width}x{height}: the mask was stretched to the canvas."
+    mask = np.asarray(Image.fromarray(painted.astype(np.uint8) * 255).resize((width, height), Image.NEAREST))
+    return mask, note

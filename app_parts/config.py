@@ -8,6 +8,7 @@ from semantic_draw.sizes import to_multiple
 
 ROOT = Path(__file__).resolve().parents[1]
 START, STOP = "▶ Start stream", "■ Stop stream"
+GENERATE, STOP_GENERATE = "Generate", "■ Stop generating"
 METHOD_CHOICES = [("SemanticDraw", "semanticdraw"),
                   ("MultiDiffusion, few-step (naive baseline)", "multidiffusion-fast"),
                   ("MultiDiffusion, 50 steps (reference, slow)", "multidiffusion")]
@@ -33,7 +34,9 @@ class AppConfig:
     max_generations: int = 2          # one-shot generations running at once
     max_stream_frames: int = 500      # most frames one /stream API call may ask for
     history: int = 12                 # results kept per session
-    queue_size: int = 64
+    queue_size: int = 64              # events waiting in Gradio's queue, all users together (--max-queue)
+    max_upload_mb: float = 64.0       # largest uploaded file (palette .zip, mask, photo, each canvas image), MiB
+    generate_duration: int = 120      # seconds a one-shot generation may hold a ZeroGPU GPU (spaces.GPU duration)
     assets: str = str(ROOT / "assets")
     title: str = "SemanticDraw"
 
@@ -41,6 +44,12 @@ class AppConfig:
         self.max_brushes = max(1, int(self.max_brushes))
         self.max_canvas = int(self.max_canvas)
         self.max_stream_side = min(int(self.max_stream_side), self.max_canvas)
+        self.queue_size = max(1, int(self.queue_size))
+        self.max_upload_mb = float(self.max_upload_mb)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2 ** 20)
 
     def fit_canvas_size(self, multiple: int) -> None:
         """Round the starting canvas down to what the model takes (sides that are multiples of `multiple`)."""

@@ -1,8 +1,10 @@
 """The semantic palette as the page holds it (brush rows of plain values) <-> semantic_draw Scene.
 
 A brush row is what the user typed: name, prompt, negative prompt, mask alpha, mask blur, prompt strength. Its mask
-lives in the editor layer of the same index. Building a scene skips brushes that are still blank and reports
-half-finished ones, so the stream keeps running while someone paints and types.
+lives in the editor layer of the same index; the opacity it was painted with there scales its mask alpha (a brush
+painted at 50 % opacity with mask alpha 1 draws at mask strength 0.5, as the palette file then says). Building a
+scene skips brushes that are still blank and reports half-finished ones, so the stream keeps running while someone
+paints and types.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 
 from semantic_draw import Background, Layer, Scene, SemanticDrawError
 
-from .canvas import Canvas, fit_canvas
+from .canvas import Canvas, fit_canvas, painted_opacity
 
 
 @dataclass
@@ -89,9 +91,11 @@ def build_scene(brushes: list[Brush], canvas: Canvas, background_prompt: str, ne
         if not has_prompt and not strict:
             notes.append(f"{b.name} is painted but has no prompt; it was left out.")
             continue
+        # the opacity it was painted with in the editor scales the brush's mask strength
+        strength = round(b.mask_strength * painted_opacity(canvas.masks[i]), 4)
         layers.append(Layer(prompt=b.prompt, mask=canvas.masks[i] > 0, name=b.name,
                             negative_prompt=b.negative_prompt.strip() or None,
-                            mask_strength=b.mask_strength, mask_blur=b.mask_blur,
+                            mask_strength=strength, mask_blur=b.mask_blur,
                             prompt_strength=b.prompt_strength))
     scene = Scene(canvas.height, canvas.width, layers=layers,
                   background=Background(prompt=background_prompt or "", image=canvas.background),

@@ -34,6 +34,12 @@ class SessionState:
         self.notes: list[str] = []   # what the newest scene left out, shown under the stream
         self.painted = None       # Canvas of the newest editor value with the masks (streaming or not); see note_canvas
         self.history: list[tuple] = []   # (image, caption), newest first
+        self.stream_model = None  # name of the model the running stream draws with
+        self.edited_at = None     # when the newest edit went to the running stream (until a frame shows it)
+        self.stopped_by = ""      # why the newest stream run ended early ("Stop", "model")
+        self.removed = None       # (index, Brush, mask or None, (height, width)) of the newest removed brush (undo)
+        self.stop_generation = threading.Event()   # set by "Stop generating"; a new Generate makes a fresh one
+        self.error = ""           # the message of a failed Generate or stream, for `report_error`
 
     def __deepcopy__(self, memo):
         # gr.State deep-copies its initial value for every visitor: a fresh state each (a lock cannot be copied)
@@ -46,9 +52,13 @@ class SessionState:
             self.streaming = True
             self.canvas = self.fields = None
             self.notes = []
+            self.edited_at = None
+            self.stopped_by = ""
         return self.run
 
-    def stop_stream(self) -> None:
+    def stop_stream(self, why: str = "") -> None:
+        if self.streaming and why:
+            self.stopped_by = why
         self.streaming = False
         if self.edits is not None:
             try:
@@ -90,6 +100,42 @@ def describe(error: BaseException) -> str:
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
     return (f"Something went wrong on the server ({type(error).__name__}{': ' + first if first else ''}). "
             "The app is still running; please try again.")
+
+
+def quiet(fn):
+    """For page-only handlers (no GPU): a failure is one warning toast with a readable message and the page keeps what
+    it showed. (A raised gr.Error would also mark every output of the event with a red "Error" badge that hides it.)"""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as e:
+            gr.Warning(str(e.message))
+        except Exception as e:
+            gr.Warning(describe(e))
+        return gr.skip()
+    return call
+
+
+def held(fn):
+    """For the page's Generate and stream generators (`fn(self, data)`): a failure ends the run, its message waits in
+    the visitor's SessionState and `report_error`, chained after the event with no outputs, shows it as one error
+    toast; the output, the status and the history keep what they showed."""
+    @functools.wraps(fn)
+    def gen(self, data):
+        try:
+            yield from fn(self, data)
+        except Exception as e:
+            data[self.ui.state].error = str(e.message) if isinstance(e, gr.Error) else describe(e)
+            yield {self.ui.status: "Nothing more was made: see the message."}
+    return gen
+
+
+def report_error(st: SessionState) -> None:
+    """Chained after Generate and the stream: the failure they left (if any) as one error toast."""
+    if isinstance(st, SessionState) and st.error:
+        message, st.error = st.error, ""
+        raise gr.Error(message, print_exception=False)
 
 
 def friendly(fn):

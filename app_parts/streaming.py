@@ -1,17 +1,23 @@
 """The live stream: Start / Stop, the frames and the status under them, the live edits that reach a running stream,
-and the /stream API.
+the restart when the model changes, and the /stream API.
 
 A run: the Start click (`toggle`, no queue) bumps the session's run id and hands it to `stream_ui` (queued, limited
 to max_streams at once), which builds the first scene and pulls the events of the GPU worker (semantic_draw's
-`StreamSession.run`: frames, settling, time limit) until the run id changes (Stop, a new Start, a closed tab) or the
-time limit. Every edit on the page meanwhile goes to the worker's edit queue
-as a new scene (`edit_canvas`, `edit_fields`) or seed (`edit_seed`): the stream never restarts for an edit.
+`StreamSession.run`: frames, settling, time limit) until the run id changes (Stop, a new Start, a closed tab, another
+model) or the time limit. Every edit on the page meanwhile goes to the worker's edit queue as a new scene
+(`edit_canvas`, `edit_fields`) or seed (`edit_seed`): the stream never restarts for an edit.
+
+How live it is shows under the output: frames/s, the seconds a frame takes to compute (the library's
+`seconds_last_frame`), how long the newest edit took to reach the screen, the views a frame evaluates; before the first
+frames "warming up" ("preparing the fast path" while a compiled network compiles a new shape), and "waiting for a
+free stream slot" with the place in line while other users hold the GPU.
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -21,12 +27,15 @@ from semantic_draw import OptionError, ResourceError, Scene, SemanticDrawError
 from . import canvas as cv
 from .config import START, STOP
 from .files import api_palette
+from .limits import check_brushes, check_text_fields
 from .page import Page
 from .palette import build_scene
-from .session import SessionState, friendly
+from .session import SessionState, friendly, held
 from .work import edit_queue
 
 TICK_S = 0.5  # while nothing new comes, the status is refreshed at most this often
+WARMING = ("**Starting the stream** · warming up: the first frames walk every step and take longest "
+           "(a new brush or prompt is prepared the first time it is seen)…")
 
 
 def frame_file(folder: Path, n: int, image) -> str:
@@ -37,17 +46,47 @@ def frame_file(folder: Path, n: int, image) -> str:
     return str(path)
 
 
-def status_text(event, frame: int, new: bool, notes: list[str]) -> str:
-    """The line under a running stream, from its newest semantic_draw.StreamEvent."""
-    if event.kind == "waiting":
+@dataclass
+class Live:
+    """What the status line under a running stream shows, from the newest StreamEvent."""
+    event: object                 # the newest app_parts.work.LiveEvent (a semantic_draw.StreamEvent)
+    shown: int = 0                # frames sent to the page
+    seconds: float = 0.0          # seconds the newest frame took to compute (StreamSession.stats)
+    edit_seconds: float | None = None   # how long the newest edit took to reach the screen
+
+
+def status_text(live: Live, new: bool, notes: list[str]) -> str:
+    """The line under a running stream."""
+    event = live.event
+    if event.kind == "preparing":
+        text = ("**Preparing the fast path** · the first frames of this canvas size and brush count compile the "
+                "network: about a minute on a GPU the first time, seconds once cached. Frames follow.")
+    elif event.kind == "waiting":
         place = "next" if event.position == 1 else f"number {event.position} in line"
         text = f"**Waiting for a free stream slot** (other users are streaming) · you are {place}"
+    elif (new or event.fps > 0) and event.fps <= 0:
+        text = f"**Streaming** · warming up (frames/s after the first frames) · frame {live.shown}"
     elif new or event.fps > 0:
-        cost = f" · {event.views} views per frame" if event.views else ""
-        text = f"**Streaming** · {event.fps:.1f} frames/s{cost} · frame {frame}"
+        parts = [f"**Streaming** · {event.fps:.1f} frames/s"]
+        if live.seconds:
+            parts.append(f"{live.seconds * 1000:.0f} ms a frame")
+        if live.edit_seconds is not None:
+            parts.append(f"last edit on screen in {live.edit_seconds:.1f} s")
+        if event.views:
+            parts.append(f"{event.views} views per frame")
+        text = " · ".join(parts + [f"frame {live.shown}"])
     else:
-        text = f"**Streaming** · frames/s: settled, waiting for your next edit · frame {frame}"
+        text = f"**Streaming** · frames/s: settled, waiting for your next edit · frame {live.shown}"
     return text + "".join(f"  \n⚠ {x}" for x in notes)
+
+
+def stopped_text(last, why: str) -> str:
+    """The line under a stream that ended: why it did."""
+    if last is not None and last.kind == "timeout":
+        return f"Stream stopped: {last.message}"
+    if why == "Stop":
+        return "Stream stopped (you pressed Stop)."
+    return "Stream stopped."
 
 
 class Streaming:
@@ -58,38 +97,52 @@ class Streaming:
     def toggle(self, st: SessionState):
         ui = self.ui
         if st.streaming:
-            st.stop_stream()
+            st.stop_stream("Stop")
             return {ui.stream_btn: gr.Button(START), ui.token: None}
         return {ui.stream_btn: gr.Button(STOP), ui.token: st.start_stream()}
+
+    def restart(self, st: SessionState):
+        """After a model switch: a running stream ends and a new one starts on the new model (same palette)."""
+        ui = self.ui
+        if not st.streaming:
+            return {ui.token: None}
+        st.stop_stream("model")
+        gr.Info("The stream restarts on the new model.")
+        return {ui.stream_btn: gr.Button(STOP), ui.token: st.start_stream(), ui.status: WARMING}
 
     def sync_button(self, st: SessionState):
         return gr.Button(STOP if st.streaming else START)
 
-    def frames(self, st: SessionState, run: int, scene: Scene, seed, edits, count: int | None = None,
+    def frames(self, st: SessionState, run: int, model: str, scene: Scene, seed, edits, count: int | None = None,
                regions: str = "latent"):
-        """(frame or None, the newest StreamEvent, frames shown) of one stream run, until stopped or out of time.
-        None means "nothing new" (the picture settled, or the stream waits for a slot): those come at most every
-        TICK_S. With `count` (the API), every computed frame is sent and the run ends after that many."""
+        """(frame or None, Live) of one stream run, until stopped or out of time. None means "nothing new" (the
+        picture settled, or the stream waits for a slot; those come at most every TICK_S) or the end (a "timeout"
+        event). With `count` (the API), every computed frame is sent and the run ends after that many."""
         run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
         work = self.work(scene, int(seed or 0), edits, self.ui.cfg.stream_time_limit or None,
-                         every_frame=count is not None, frames=count, regions=regions or "latent")
-        shown, last_tick = 0, 0.0
+                         every_frame=count is not None, frames=count, regions=regions or "latent", model=model)
+        live, last_tick = Live(None), 0.0
         try:
             for event in work:
                 if st.run != run or not st.streaming:
                     break
+                live.event = event
                 if event.kind == "warning":
                     gr.Warning(event.message)
                 elif event.kind == "timeout":
-                    gr.Info(event.message)
+                    yield None, live
                 elif event.kind == "frame":
-                    shown += 1
-                    yield frame_file(run_dir, shown, event.image), event, shown
+                    live.shown += 1
+                    live.seconds = event.seconds
+                    edited = st.edited_at
+                    if edited is not None:
+                        live.edit_seconds, st.edited_at = time.monotonic() - edited, None
+                    yield frame_file(run_dir, live.shown, event.image), live
                 else:  # "same", "idle" or "waiting": nothing new to show, only the status (at most every TICK_S)
                     now = time.monotonic()
                     if now - last_tick >= TICK_S:
                         last_tick = now
-                        yield None, event, shown
+                        yield None, live
         finally:
             work.close()
             edits.put(("stop", None))
@@ -99,7 +152,7 @@ class Streaming:
                     st.streaming = False
                     st.edits = None
 
-    @friendly
+    @held
     def stream_ui(self, data):
         ui, cfg = self.ui, self.ui.cfg
         st: SessionState = data[ui.state]
@@ -107,30 +160,46 @@ class Streaming:
         if run is None or run != st.run or not st.streaming:
             yield gr.skip()  # the click stopped the stream (a generator that yields nothing clears outputs)
             return
+        yield {ui.status: WARMING}
+        model = ui.model_name(data)
         with st.lock:  # edits made since Start (while this run waited for a free slot) are newer than `data`
             if run != st.run or not st.streaming:
                 return
             try:
+                st.stream_model = model
                 st.canvas = st.canvas or ui.read(data)
                 st.fields = st.fields or ui.fields(data)
                 scene, st.notes = self.live_scene(st)
-                scene = scene.validate(max_side=cfg.max_stream_side, multiple=ui.multiple)
+                scene = check_brushes(scene, cfg.max_brushes).validate(max_side=cfg.max_stream_side,
+                                                                       multiple=ui.multiple(data))
             except SemanticDrawError as e:
                 st.streaming = False
-                if isinstance(e, ResourceError):  # the canvas is over the stream's limit
+                too_big = st.canvas is not None and max(st.canvas.height, st.canvas.width) > cfg.max_stream_side
+                if isinstance(e, ResourceError) and too_big:  # the canvas is over the stream's limit
                     raise ResourceError(f"{e} (The stream takes canvases up to {cfg.max_stream_side} px a side; "
                                         "use Generate for larger ones.)") from None
                 raise
             st.edits = edits = edit_queue()
-        for frame, event, n in self.frames(st, run, scene, data[ui.seed], edits, regions=data[ui.regions]):
-            text = status_text(event, n, frame is not None, st.notes)
+        last = None
+        for frame, live in self.frames(st, run, model, scene, data[ui.seed], edits, regions=data[ui.regions]):
+            last = live
+            if live.event.kind == "timeout":
+                continue
+            text = status_text(live, frame is not None, st.notes)
             yield {ui.output: frame, ui.status: text} if frame is not None else {ui.status: text}
-        yield {ui.status: "Stream stopped.", ui.stream_btn: gr.Button(START)}
+        if st.run != run:
+            return  # a newer run (another Start, another model) owns the status and the button now
+        yield {ui.status: stopped_text(last and last.event, st.stopped_by),
+               ui.stream_btn: gr.Button(START)}
 
     # ---------------------------------------------------------------- live edits
     def live_scene(self, st: SessionState) -> tuple[Scene, list[str]]:
+        """The scene of the page as the stream sees it; the server's limits (brushes, text) are checked before a
+        scene is built, so an edit beyond them never reaches the stream (it says why under the frames)."""
         brushes, bg, neg = st.fields
-        return build_scene(brushes, st.canvas, bg, neg, multiple=self.ui.multiple, strict=False)
+        check_text_fields(brushes, bg, neg, self.ui.cfg.max_brushes)
+        multiple = self.ui.models.multiple(st.stream_model)
+        return build_scene(brushes, st.canvas, bg, neg, multiple=multiple, strict=False)
 
     def push_edit(self, st: SessionState, canvas: cv.Canvas | None = None, fields: tuple | None = None):
         """Store the newer part of the page and send the scene of the newest of both to the running stream."""
@@ -146,6 +215,7 @@ class Streaming:
             except SemanticDrawError as e:
                 st.notes = [str(e)]
                 return
+            st.edited_at = st.edited_at or time.monotonic()
             st.edits.put(("scene", scene))
 
     def edit_canvas(self, data):
@@ -161,18 +231,23 @@ class Streaming:
 
     def edit_seed(self, st: SessionState, value):
         if st.streaming and st.edits is not None:
+            st.edited_at = st.edited_at or time.monotonic()
             st.edits.put(("seed", int(value or 0)))
 
     # ---------------------------------------------------------------- API
     @friendly
-    def api_stream(self, palette, seed, frames, regions="latent"):
-        """Stream `frames` frames of a palette file (.zip); yields each frame as it comes."""
+    def api_stream(self, palette, seed, frames, regions="latent", model=None):
+        """Stream `frames` frames of a palette file (.zip) with one of this server's models (default: the first);
+        yields each frame as it comes."""
         cfg = self.ui.cfg
         frames = int(frames or 0)
         if not 1 <= frames <= cfg.max_stream_frames:
             raise OptionError(f"Ask for between 1 and {cfg.max_stream_frames} frames, got {frames}.")
-        scene = api_palette(palette, cfg.max_stream_side, self.ui.multiple)
+        name = self.ui.models.name(model)
+        scene = api_palette(palette, cfg.max_stream_side, self.ui.models.multiple(name), cfg.max_brushes,
+                            cfg.max_upload_bytes)
         st = SessionState()
         run = st.start_stream()
-        for frame, _, _ in self.frames(st, run, scene, seed, edit_queue(), count=frames, regions=regions):
-            yield frame
+        for frame, _ in self.frames(st, run, name, scene, seed, edit_queue(), count=frames, regions=regions):
+            if frame is not None:
+                yield frame

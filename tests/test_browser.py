@@ -2,8 +2,11 @@
 
 Paints on two brush layers, types prompts, generates; streams while painting (the brush painted mid-stream joins the
 running scene); adds, renames and removes brushes; loads an example and an uploaded palette file; sets a brush's
-sliders; edits an uploaded photo; runs two visitors at once; closes a tab mid-stream. Screenshots go to artifacts/ (look at them). Skips when Chromium or Playwright is
-missing. Run: python -m pytest tests/test_browser.py -v
+sliders; edits an uploaded photo; runs two visitors at once; closes a tab mid-stream. The page serves three tiny
+models (tiny-sd15 first): switching models mid-stream, the live readout, the painter's controls (mask upload,
+reordering, undo) and each finding of the "tried as a new user" review have a test at the end. Screenshots go to
+artifacts/ (look at them); SD_UPDATE_SCREENSHOT=1 also writes the README's picture (assets/screenshot.png). Skips when
+Chromium or Playwright is missing. Run: python -m pytest tests/test_browser.py -v
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need
 
 sys.path.insert(0, str(ROOT))
 import app  # noqa: E402
-from apphost import serve  # noqa: E402
+from apphost import serve_demo  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -45,10 +48,23 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def server(model):
-    with serve(model, height=SIZE, width=SIZE, max_canvas=256, max_stream_side=256, stream_time_limit=90,
-               max_streams=4) as url:
-        yield url
+def models(model):
+    """The three tiny models the page serves (tiny-sd15, the default, first)."""
+    from semantic_draw import SemanticDraw
+    return {"tiny-sd15": model, "tiny-sdxl": SemanticDraw.from_preset("tiny-sdxl"),
+            "tiny-sd3": SemanticDraw.from_preset("tiny-sd3")}
+
+
+@pytest.fixture(scope="module")
+def served(models):
+    with serve_demo(models, height=SIZE, width=SIZE, max_canvas=256, max_stream_side=256, stream_time_limit=90,
+                    max_streams=4) as (demo, url):
+        yield demo, url
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +80,8 @@ def shot(page, name: str):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def open_page(browser, url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+def open_page(browser, url, viewport=(1400, 1000)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, accept_downloads=True)
     page = context.new_page()
     page.goto(url)
     page.wait_for_selector("#sd-editor canvas", timeout=60_000)
@@ -209,11 +225,9 @@ def output_pixels(page, src: str | None = None) -> np.ndarray:
 
 
 def save_palette(page, tmp_path) -> Path:
-    page.locator("#sd-save").click()
-    link = page.locator("#sd-palette-file a").first
-    link.wait_for(timeout=30_000)
-    with page.expect_download() as info:
-        link.click()
+    """Save palette: one click downloads the .zip."""
+    with page.expect_download(timeout=30_000) as info:
+        page.locator("#sd-save").click()
     path = tmp_path / f"saved-{time.monotonic_ns()}.zip"
     info.value.save_as(path)
     return path
@@ -580,5 +594,314 @@ def test_the_region_layout_toggle_reaches_stream_and_generate(browser, server, m
         page.locator("#sd-stream").click()
         page.wait_for_function("() => document.querySelector('#sd-stream')?.innerText.includes('Start')",
                                timeout=30_000)
+    finally:
+        context.close()
+
+
+# ---------------------------------------------------------------- several models, the live readout, painter's controls
+def watch_status(page):
+    """Record every text the status line shows from now on (window.__statuses)."""
+    page.evaluate("""() => { window.__statuses = [];
+        const el = document.querySelector('#sd-status');
+        new MutationObserver(() => window.__statuses.push(el.innerText))
+            .observe(el, {subtree: true, childList: true, characterData: true}); }""")
+
+
+def statuses(page) -> list[str]:
+    return page.evaluate("() => window.__statuses")
+
+
+def wait_toast(page, text: str, timeout: float = 30) -> str:
+    """The text of the first toast that says `text`."""
+    toast = page.locator("[data-testid=toast-body]").filter(has_text=text).first
+    toast.wait_for(timeout=timeout * 1000)
+    return toast.inner_text()
+
+
+def can_undo(page) -> bool:
+    """Whether the editor's undo (its command history) has a step to undo."""
+    return page.evaluate("() => !!window.editor.command_manager.history.previous")
+
+
+def editor_size(page) -> tuple[int, int]:
+    return tuple(page.evaluate("() => [window.editor.width, window.editor.height]"))
+
+
+def error_badges(page) -> int:
+    """Components marked with Gradio's red "Error" badge (toasts aside)."""
+    return page.evaluate("() => Array.from(document.querySelectorAll('.error'))"
+                         ".filter(e => !e.closest('[data-testid=toast-body]') && !/toast/.test(e.className)).length")
+
+
+def size_box(page, which: str):
+    return page.locator(f"#sd-canvas-{which} input")
+
+
+def test_switching_models_mid_stream_keeps_the_palette_and_restarts_the_stream(browser, served, models, monkeypatch):
+    demo, server = served
+    sd15 = record_streams(models["tiny-sd15"], monkeypatch)
+    sd3 = record_streams(models["tiny-sd3"], monkeypatch)
+    context, page = open_page(browser, server)
+    try:
+        # a canvas SD1.5 takes and SD3 does not (136 is no multiple of 16)
+        size_box(page, "h").fill("136")
+        size_box(page, "w").fill("136")
+        page.locator("#sd-resize").click()
+        page.wait_for_function("() => window.editor.width === 136 && window.editor.height === 136", timeout=30_000)
+        wait_editor_settled(page)
+        select_layer(page, 0)
+        stroke(page, SQUARE_TL)
+        prompt_box(page, 0).fill("a red apple")
+        watch_status(page)
+        page.locator("#sd-stream").click()
+        # how live: a warming-up state first, then frames/s and the milliseconds a frame takes; never "0.0 frames/s"
+        page.wait_for_function("() => window.__statuses.some(t => t.includes('ms a frame'))", timeout=120_000)
+        seen = statuses(page)
+        assert any("warming up" in t for t in seen), seen
+        assert not any("0.0 frames/s" in t for t in seen), seen
+        assert any(re_frames(t) for t in seen), seen
+        shot(page, "browser_live_readout")
+        # switch to SD3 mid-stream: the palette stays (rounded to SD3's multiple of 16), the stream restarts on SD3,
+        # and that run ends by its time limit, saying so
+        demo.sd_config.stream_time_limit = 8
+        page.locator("#sd-model").get_by_text("tiny-sd3", exact=True).click()
+        assert "multiples of 16" in wait_toast(page, "multiples of 16")
+        page.wait_for_function("() => window.editor.width === 128 && window.editor.height === 128", timeout=30_000)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                sd3 and [(l.name, l.prompt) for l in sd3[-1].scene.layers] == [("Brush 1", "a red apple")]):
+            page.wait_for_timeout(250)
+        assert sd3, "no stream started on tiny-sd3"
+        assert [(l.name, l.prompt) for l in sd3[-1].scene.layers] == [("Brush 1", "a red apple")]
+        assert (sd3[-1].scene.height, sd3[-1].scene.width) == (128, 128)
+        cx, cy = centre(sd3[-1].scene.layers[0].mask)
+        assert cx < 0.45 and cy < 0.45, "Brush 1's mask moved"
+        assert len(sd15) == 1 and sd15[0].closed, "the SD1.5 stream still runs"
+        assert prompt_box(page, 0).input_value() == "a red apple"
+        assert layer_names(page)[:3] == ["Brush 1", "Brush 2", "Brush 3"]
+        sync_api.expect(page.locator("#sd-stream")).to_contain_text("Stop")
+        page.wait_for_function("() => document.querySelector('#sd-status').innerText.includes('time limit of 8 s')",
+                               timeout=60_000)
+        sync_api.expect(page.locator("#sd-stream")).to_contain_text("Start", timeout=30_000)
+        shot(page, "browser_switched_model")
+    finally:
+        demo.sd_config.stream_time_limit = 90
+        context.close()
+
+
+def re_frames(text: str) -> bool:
+    import re
+    return re.search(r"\d+\.\d frames/s · \d+ ms a frame", text) is not None
+
+
+def test_painters_controls_mask_upload_reorder_and_undo(browser, server, tmp_path):
+    from semantic_draw import Scene
+    expect = sync_api.expect
+    mask = np.zeros((64, 64), np.uint8)
+    mask[32:, :32] = 255   # white = the brush: the bottom-left quarter
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    want = np.zeros((SIZE, SIZE), bool)
+    want[SIZE // 2:, :SIZE // 2] = True
+    context, page = open_page(browser, server)
+    try:
+        select_layer(page, 0)
+        stroke(page, SQUARE_TL)
+        assert can_undo(page)
+        # + Add brush makes its layer in the browser: the canvas's undo history survives
+        page.locator("#sd-add").click()
+        expect(brush_row(page, 4)).to_be_visible(timeout=30_000)
+        wait_layer_names(page, ["Brush 1", "Brush 2", "Brush 3", "Brush 4"])
+        assert can_undo(page), "adding a brush lost the canvas's undo history"
+        # a black-and-white image as Brush 2's mask
+        brush_row(page, 2).locator(".label-wrap").first.click()
+        brush_row(page, 2).locator("input[type=file]").set_input_files(str(tmp_path / "mask.png"))
+        assert "Brush 2 now paints the uploaded mask" in wait_toast(page, "uploaded mask")
+        from semantic_draw.scene import palette_colors
+        wait_for_canvas_colour(page, (0.25, 0.75), palette_colors(2)[1])
+        wait_editor_settled(page)
+        # Brush 2 up: it becomes the first brush (covered by the others), its layer moves with it
+        brush_row(page, 2).locator(".sd-up").click()
+        wait_layer_names(page, ["Brush 2", "Brush 1", "Brush 3", "Brush 4"])
+        expect(prompt_box(page, 0)).to_have_value("a small red house", timeout=30_000)
+        expect(prompt_box(page, 1)).to_have_value("a tall green tree")
+        wait_editor_settled(page)
+        shot(page, "browser_reordered")
+        scene = Scene.load(save_palette(page, tmp_path))
+        assert [layer.name for layer in scene.layers] == ["Brush 2", "Brush 1"]
+        assert np.array_equal(np.asarray(scene.layers[0].mask), want)
+        cx, cy = centre(scene.layers[1].mask)
+        assert cx < 0.45 and cy < 0.45
+        # remove Brush 1 (now the second row), then bring it back
+        brush_row(page, 2).locator(".sd-remove").click()
+        wait_layer_names(page, ["Brush 2", "Brush 3", "Brush 4"])
+        assert "Undo remove" in wait_toast(page, "Removed Brush 1")
+        page.locator("#sd-undo-remove").click()
+        wait_layer_names(page, ["Brush 2", "Brush 1", "Brush 3", "Brush 4"])
+        expect(page.locator("#sd-undo-remove")).to_be_hidden(timeout=30_000)
+        wait_editor_settled(page)
+        again = Scene.load(save_palette(page, tmp_path))
+        assert [layer.name for layer in again.layers] == ["Brush 2", "Brush 1"]
+        assert all(np.array_equal(np.asarray(a.mask), np.asarray(b.mask)) for a, b in zip(scene.layers, again.layers))
+    finally:
+        context.close()
+
+
+def test_photos_are_checked_before_the_editor_holds_them(browser, server, tmp_path):
+    """Findings 1 and 5: a text file named .png is refused with a message and the painting stays; a 4000x3000 photo
+    is fitted to the server's canvas limit before the editor holds it (and before any GPU work)."""
+    from semantic_draw import Scene
+    fake = tmp_path / "notes.png"
+    fake.write_text("a shopping list, not a picture")
+    big = tmp_path / "big.jpg"
+    yy, xx = np.mgrid[0:3000, 0:4000]
+    Image.fromarray(np.stack([xx * 255 // 4000, yy * 255 // 3000, np.full_like(xx, 90)], -1).astype(np.uint8)).save(
+        big, quality=70)
+    context, page = open_page(browser, server)
+    try:
+        select_layer(page, 0)
+        stroke(page, SQUARE_TL)
+        painted = page.evaluate(LAYER_BYTES)
+        page.locator("#sd-editor input[type=file]").set_input_files(str(fake))
+        assert "not an image" in wait_toast(page, "notes.png")
+        page.wait_for_timeout(1000)
+        assert page.evaluate(LAYER_BYTES) == painted, "the painting changed"
+        assert editor_size(page) == (SIZE, SIZE) and size_box(page, "h").input_value() == str(SIZE)
+        assert can_undo(page), "the undo history was lost"
+        page.locator("#sd-editor input[type=file]").set_input_files(str(big))
+        assert "scaled to 256x192" in wait_toast(page, "4000x3000")
+        page.wait_for_function("() => window.editor.width === 256 && window.editor.height === 192", timeout=30_000)
+        sync_api.expect(size_box(page, "h")).to_have_value("192", timeout=30_000)
+        sync_api.expect(size_box(page, "w")).to_have_value("256")
+        wait_editor_settled(page)
+        shot(page, "browser_big_photo")
+        scene = Scene.load(save_palette(page, tmp_path))
+        assert (scene.height, scene.width) == (192, 256) and scene.background.image is not None
+        cx, cy = centre(scene.layers[0].mask)
+        assert cx < 0.45 and cy < 0.45, "Brush 1's mask did not come back on the photo"
+    finally:
+        context.close()
+
+
+def test_generate_shows_its_steps_stops_and_feeds_the_canvas(browser, server, model, monkeypatch, tmp_path):
+    """Finding 7 (step k of n, Stop) and the smaller ones of finding 8: a new seed each time, 3000 px refused with a
+    message, the output back to the canvas as its photo, the output cleared when an example loads."""
+    from semantic_draw import Scene
+    real_generate = model.generate
+
+    def slow_generate(scene, *args, callback=None, **kwargs):
+        def every_step(info):
+            time.sleep(0.8)
+            if callback is not None:
+                callback(info)
+        return real_generate(scene, *args, callback=every_step, **kwargs)
+
+    monkeypatch.setattr(model, "generate", slow_generate)
+    expect = sync_api.expect
+    context, page = open_page(browser, server)
+    try:
+        size_box(page, "h").fill("3000")
+        page.locator("#sd-resize").click()
+        assert "3000" in wait_toast(page, "256 px a side")
+        expect(size_box(page, "h")).to_have_value(str(SIZE), timeout=30_000)
+        select_layer(page, 0)
+        stroke(page, SQUARE_TL)
+        page.locator("#sd-generate").click()
+        page.wait_for_function("() => /step [1-3] of 4/.test(document.querySelector('#sd-status').innerText)",
+                               timeout=60_000)
+        page.locator("#sd-stop-generate").click()
+        page.wait_for_function("() => document.querySelector('#sd-status').innerText.includes('stopped at step')",
+                               timeout=30_000)
+        expect(page.locator("#sd-generate")).to_be_visible()
+        assert page.locator("#sd-history img").count() == 0, "a stopped generation reached the history"
+        page.locator("#sd-new-seed input").check()
+        page.locator("#sd-generate").click()
+        wait_generated(page)
+        seed = int(page.locator("#sd-seed input").input_value())
+        assert seed != 0 and f"seed {seed}" in status_text(page)
+        shown = output_pixels(page)
+        page.locator("#sd-to-photo").click()
+        page.wait_for_timeout(500)
+        wait_editor_settled(page)
+        scene = Scene.load(save_palette(page, tmp_path))
+        assert scene.background.image is not None, "the output did not become the canvas's photo"
+        assert np.abs(np.asarray(scene.background.image, dtype=np.int16) - shown).mean() < 8
+        page.locator("#sd-examples").get_by_text("timessquare", exact=True).first.click()
+        page.wait_for_function("() => !document.querySelector('#sd-output img')", timeout=30_000)
+        assert status_text(page).strip() == ""
+    finally:
+        context.close()
+
+
+def test_first_screen_palette_files_and_examples(browser, server, tmp_path):
+    """Findings 2, 3, 6 and the palette's name: prompts next to the canvas on a 1440x913 screen, coloured layer
+    menu, whole example thumbnails; a bad palette file is one message; a square palette after the wide example keeps
+    its masks where they are, also after the next stroke; Save palette is one click under the palette's name."""
+    from semantic_draw import Background, Layer, Scene
+    from semantic_draw.scene import palette_colors
+    left = np.zeros((SIZE, SIZE), bool)
+    left[8:120, 8:40] = True
+    right = np.zeros((SIZE, SIZE), bool)
+    right[8:120, 88:120] = True
+    square = tmp_path / "square.zip"
+    Scene(SIZE, SIZE, layers=[Layer("a tree", left, name="tree"), Layer("a tower", right, name="tower")],
+          background=Background("a park"), name="park").save(square)
+    bad = tmp_path / "broken.zip"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    context, page = open_page(browser, server, viewport=(1440, 913))
+    try:
+        canvas, prompt = page.locator("#sd-editor").bounding_box(), prompt_box(page, 0).bounding_box()
+        row = brush_row(page, 1).bounding_box()
+        assert prompt["y"] + prompt["height"] <= 913, "no prompt on the first screen"
+        assert 0 <= row["x"] - (canvas["x"] + canvas["width"]) < 60, "the brush rows are not next to the canvas"
+        assert prompt["x"] - (canvas["x"] + canvas["width"]) < 200, "the prompts are far from the canvas"
+        assert abs(row["y"] - canvas["y"]) < 200, "the brush rows do not start beside the canvas"
+        page.locator("#sd-editor .layer-title-button").click()
+        swatch = page.evaluate("() => getComputedStyle(document.querySelector("
+                               "'#sd-editor button[aria-label=\"layer-2\"]'), '::before').backgroundColor")
+        assert swatch == "rgb(%d, %d, %d)" % palette_colors(2)[1], swatch
+        assert page.evaluate("() => getComputedStyle(document.querySelector('#sd-editor .layer-wrap ul'))"
+                             ".overflowY") == "auto"
+        page.locator("#sd-editor .layer-title-button").click()
+        gallery = page.locator("#sd-examples").bounding_box()
+        for thumb in page.locator("#sd-examples img").all():
+            box = thumb.bounding_box()
+            assert box["y"] + box["height"] <= gallery["y"] + gallery["height"] + 1, "an example is cut off"
+        if os.environ.get("SD_UPDATE_SCREENSHOT"):
+            page.locator("#sd-examples").get_by_text("timessquare", exact=True).first.click()
+            sync_api.expect(prompt_box(page, 0)).to_have_value("1boy, looking at viewer, brown hair, casual shirt",
+                                                               timeout=30_000)
+            wait_editor_settled(page)
+            page.locator("#sd-generate").click()
+            wait_generated(page)
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ROOT / "assets" / "screenshot.png"))
+        # a broken palette file: one message, no component marked as failed, the page as it was
+        page.locator("input[type=file][accept='.zip']").set_input_files(str(bad))
+        assert "damaged" in wait_toast(page, "broken.zip")
+        page.wait_for_timeout(500)
+        assert error_badges(page) == 0, "components were marked with an Error badge"
+        # the wide example, then a square palette: the masks stay where the file has them, also after a stroke
+        page.locator("#sd-examples").get_by_text("irworobongdo", exact=True).first.click()
+        page.wait_for_function("() => window.editor.layer_manager.layers.length === 8", timeout=30_000)
+        wait_editor_settled(page)
+        page.locator("input[type=file][accept='.zip']").set_input_files(str(square))
+        wait_layer_names(page, ["tree", "tower"])
+        page.wait_for_function(f"() => window.editor.width === {SIZE} && window.editor.height === {SIZE}",
+                               timeout=30_000)
+        wait_editor_settled(page)
+        sync_api.expect(page.locator("#sd-palette-name input, #sd-palette-name textarea").first).to_have_value("park")
+        select_layer(page, 0)
+        stroke(page, [(0.5, 0.45), (0.6, 0.55)])
+        with page.expect_download(timeout=30_000) as info:
+            page.locator("#sd-save").click()
+        assert info.value.suggested_filename == "park.zip"
+        path = tmp_path / "park.zip"
+        info.value.save_as(path)
+        scene = Scene.load(path)
+        tree, tower = (np.asarray(layer.mask) for layer in scene.layers)
+        assert (tree & left).sum() == left.sum(), "the tree's mask moved"
+        assert tree[:, 48:80].any(), "the stroke is missing"
+        assert np.array_equal(tower, right), "the tower's mask moved or was lost"
     finally:
         context.close()

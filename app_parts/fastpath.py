@@ -1,0 +1,73 @@
+"""The app's fast path (semantic_draw's compiled network): which compiler a server uses, and getting it warm.
+
+    jit    torch.compile (CUDA graphs on a GPU): on by default when the server runs on CUDA, off on a CPU unless
+           --compile asks. After launch a background thread compiles the starter palette's shapes of every model,
+           so the first visitor does not wait; a shape nobody warmed compiles when first used (the page says
+           "preparing the fast path" meanwhile).
+    aoti   on a ZeroGPU Space, where every GPU task runs in a process of its own and a JIT-compiled graph would be
+           lost after each: the network is compiled ahead of time once at start, inside one spaces.GPU task, for the
+           starter shapes (semantic_draw.compiled.compile_ahead_of_time). Other shapes run eager there.
+    None   eager.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+
+from semantic_draw.compiled import compile_ahead_of_time, fast_path
+
+from .palette import STARTER
+
+log = logging.getLogger("semantic_draw.app")
+
+AOT_DURATION = 300        # seconds the ahead-of-time compile may hold a ZeroGPU GPU (the most ZeroGPU grants)
+
+
+def choose(compile_flag: bool | None, device: str | None, on_zero_gpu: bool, spaces_module=None) -> str | None:
+    """"jit", "aoti" or None for --compile / --no-compile / neither (None) on this device."""
+    if compile_flag is False:
+        return None
+    if on_zero_gpu:
+        mode = fast_path(True, spaces_module)
+        if mode != "aoti":
+            log.warning("ZeroGPU without the spaces package's ahead-of-time compiler: the network runs eager")
+            return None
+        return "aoti"
+    if compile_flag:
+        return "jit"
+    cuda = device.startswith("cuda") if device else torch.cuda.is_available()
+    return "jit" if cuda else None
+
+
+def warm_shapes(models) -> list[tuple[str, list[tuple[int, int]], tuple[int, ...]]]:
+    """(model name, canvases, brush counts) to prepare: each model's starting canvas with the starter palette."""
+    return [(name, [(models.start_size(name),) * 2], (len(STARTER),)) for name in models.by_name]
+
+
+def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> threading.Thread | None:
+    """Get the fast path ready: "jit" warms in a background thread (returned, already started), "aoti" compiles
+    ahead of time now inside one GPU task (``gpu``: spaces.GPU)."""
+    if mode == "jit":
+        thread = threading.Thread(target=_warm_all, args=(models,), name="warm-fast-path", daemon=True)
+        thread.start()
+        return thread
+    if mode == "aoti":
+        def compile_models():
+            for name, canvases, brushes in warm_shapes(models):
+                compile_ahead_of_time(models[name], spaces_module, canvases=canvases, brushes=brushes)
+                log.info("%s: compiled ahead of time for %s with %s brush(es)", name, canvases, brushes)
+        (gpu or spaces_module.GPU)(duration=AOT_DURATION)(compile_models)()
+    return None
+
+
+def _warm_all(models) -> None:
+    for name, canvases, brushes in warm_shapes(models):
+        def progress(done, total, what, name=name):
+            log.info("fast path, %s: warmed %d/%d (%s)", name, done, total, what)
+        try:
+            seconds = models[name].warm(canvases=canvases, brushes=brushes, progress=progress)
+            log.info("fast path, %s: warm after %.0f s", name, seconds)
+        except Exception as err:       # the server keeps serving; those shapes compile on first use instead
+            log.warning("fast path, %s: warming failed (%s); shapes compile when first used", name, err)

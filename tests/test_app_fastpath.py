@@ -1,0 +1,56 @@
+"""The app's fast path (app_parts/fastpath.py): which compiler a server picks where, the background warm-up after
+launch, ZeroGPU's ahead-of-time compile inside one GPU task, and the page's "preparing" status."""
+from __future__ import annotations
+
+import torch
+
+from app_parts import fastpath
+from app_parts.models import Models
+from app_parts.palette import STARTER
+from app_parts.streaming import Live, status_text
+from semantic_draw import SemanticDraw, StreamEvent
+from semantic_draw.compiled import AheadOfTime
+from standins import StandInSpaces
+
+
+def test_the_compiler_a_server_picks():
+    spaces = StandInSpaces()
+    assert fastpath.choose(None, "cpu", False) is None                  # tiny presets on a CPU: eager unless asked
+    assert fastpath.choose(True, "cpu", False) == "jit"
+    assert fastpath.choose(None, "cuda", False) == "jit"                # on CUDA: on by default
+    assert fastpath.choose(None, "cuda:1", False) == "jit"
+    assert fastpath.choose(False, "cuda", False) is None                # --no-compile
+    assert fastpath.choose(None, None, False) == ("jit" if torch.cuda.is_available() else None)
+    assert fastpath.choose(None, "cuda", True, spaces) == "aoti"        # ZeroGPU: ahead of time, never JIT
+    assert fastpath.choose(True, "cuda", True, spaces) == "aoti"
+    assert fastpath.choose(True, "cuda", True, object()) is None        # no aoti in that spaces package: eager
+    assert fastpath.choose(False, "cuda", True, spaces) is None
+
+
+def test_jit_warms_the_starter_palette_of_every_model_in_the_background():
+    models = Models({"a": SemanticDraw.from_preset("tiny-sd15"), "b": SemanticDraw.from_preset("tiny-sd3")})
+    shapes = fastpath.warm_shapes(models)
+    assert shapes == [("a", [(128, 128)], (len(STARTER),)), ("b", [(128, 128)], (len(STARTER),))]
+    thread = fastpath.prepare(models, "jit")
+    assert thread is not None and thread.daemon
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    for _, model in models:
+        assert model.counts.calls > 0                                   # a stream and a one-shot ran on each
+
+
+def test_zero_gpu_compiles_ahead_of_time_inside_one_gpu_task():
+    spaces = StandInSpaces()
+    model = SemanticDraw.from_preset("tiny-sd15")
+    models = Models({"tiny-sd15": model})
+    assert fastpath.prepare(models, "aoti", spaces_module=spaces, gpu=spaces.GPU) is None
+    assert spaces.durations == [fastpath.AOT_DURATION] and 1 <= fastpath.AOT_DURATION <= 300
+    assert spaces.compiled and all(inside for _, inside in spaces.compiled)   # every compile inside the GPU task
+    assert isinstance(model.backbone.net, AheadOfTime)
+    assert fastpath.prepare(models, None) is None
+
+
+def test_the_page_says_when_the_fast_path_is_being_prepared():
+    event = StreamEvent("preparing", message="compiling")
+    text = status_text(Live(event), new=False, notes=[])
+    assert "Preparing the fast path" in text and "compil" in text

@@ -90,8 +90,12 @@ class Compiled(Wrapper):
 def compile_decoders(backbone, backend: str = "inductor") -> list[str]:
     """The VAE's and the tiny VAE's decoder networks through torch.compile (inductor's fused kernels, no CUDA
     graphs: a decoded image is read back at once, and tiled decoding of large canvases brings tiles of a few sizes,
-    which ``dynamic=None`` turns into one dynamic graph after the second). Returns what was compiled."""
+    which ``dynamic=None`` turns into one dynamic graph after the second). Returns what was compiled. With torch's
+    "aot_eager" debugging backend the decoders stay eager: its traced VAE decoder fails a memory-format check on a
+    CPU (torch 2.13)."""
     done = []
+    if backend == "aot_eager":
+        return done
     for name, vae in (("vae", getattr(getattr(backbone, "pipe", None), "vae", None)),
                       ("tiny_vae", getattr(backbone, "tiny_vae", None))):
         decoder = getattr(vae, "decoder", None)

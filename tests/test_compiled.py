@@ -131,6 +131,9 @@ def test_the_decoders_are_compiled_too_and_decode_the_same_pictures():
     got = [np.asarray(model.decode(latent, tiny=t), dtype=np.int16) for t in (True, False)]
     for a, b in zip(want, got):
         assert np.abs(a - b).max() <= 1                                  # 8-bit pictures: at most one level apart
+    debug = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager")   # a debugging backend: eager decoders
+    assert not hasattr(debug.backbone.tiny_vae.decoder, "_orig_mod")
+    assert np.abs(np.asarray(debug.decode(latent, tiny=True), dtype=np.int16) - want[0]).max() <= 1
 
 
 def test_warm_compiles_the_shapes_before_anyone_waits(monkeypatch):

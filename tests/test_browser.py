@@ -873,9 +873,11 @@ def test_first_screen_palette_files_and_examples(browser, server, tmp_path):
             wait_editor_settled(page)
             page.locator("#sd-generate").click()
             wait_generated(page)
-            page.evaluate("() => window.scrollTo(0, 0)")
+            page.evaluate("() => { window.scrollTo(0, 0); "
+                          "document.querySelectorAll('.toast-wrap').forEach(t => t.style.display = 'none'); }")
             page.wait_for_timeout(500)
             page.screenshot(path=str(ROOT / "assets" / "screenshot.png"))
+            page.evaluate("() => document.querySelectorAll('.toast-wrap').forEach(t => t.style.display = '')")
         # a broken palette file: one message, no component marked as failed, the page as it was
         page.locator("input[type=file][accept='.zip']").set_input_files(str(bad))
         assert "damaged" in wait_toast(page, "broken.zip")

@@ -1,12 +1,10 @@
 """The fast path: the network compiled with torch.compile, fed a few fixed batch shapes, warmed and cached.
 
-Two wrappers (denoiser.py's form), attached from outside by ``SemanticDraw.compile``:
-
-    Compiled   the model's network through torch.compile (inductor; CUDA graphs, "reduce-overhead", on a GPU).
-               Every new graph is counted and logged; past dynamo's recompile limit the call fails instead of
-               falling back to eager silently.
-    Padded     per call: item batches padded to the next bucket size with copies of the last item, which are cut
-               off again before anything is aggregated, so the network sees a handful of shapes.
+``Compiled`` (a wrapper of denoiser.py's form, attached from outside by ``SemanticDraw.compile``) runs the model's
+network through torch.compile (inductor; CUDA graphs, "reduce-overhead", on a GPU). Every new graph is counted and
+logged; past dynamo's recompile limit the call fails instead of falling back to eager silently. Its ``buckets`` make
+the calls above it go through denoiser.py's ``Padded``: item batches padded with copies of the last item (cut off
+again before anything is aggregated), so the network sees one shape per stream and a handful overall.
 
 The compile cache can live in a folder (``cache_dir``): inductor's own cache goes there (``inductor/``: the code it
 generated, C++ for a CPU, Triton for a GPU) and torch's portable artifacts are saved next to it after each new graph

@@ -65,6 +65,7 @@ class StreamSession:
                                     regions=builder.backbone if builder.layout == "attention" else None)
         self._last = {"calls": 0, "items": 0, "seconds": 0.0}
         self._padded = find(self.denoiser, Padded)      # a compiled network: every frame of one shape
+        self._padded_for = None                          # the plan its minimum batch was set for
         self.schedule = builder.schedule
         self.tiny_decode = tiny_decode
         self._self_guided = opts.guidance_mode == "self" and opts.guidance > 1
@@ -176,9 +177,10 @@ class StreamSession:
         return image
 
     def _step(self, x, steps, noise, carried):
-        if self._padded is not None:   # every call of this canvas and brush count, the filling ones too, one shape:
-            most = self.plan.most_items(torch.arange(self.schedule.steps), self.opts.bootstrap_steps)  # one graph
-            self._padded.minimum = most * (2 if self.opts.guidance_mode == "full" else 1)              # per stream
+        if self._padded is not None and self._padded_for is not self.plan:   # once per plan, not per frame:
+            most = self.plan.most_items(torch.arange(self.schedule.steps), self.opts.bootstrap_steps)  # every call
+            self._padded.minimum = most * (2 if self.opts.guidance_mode == "full" else 1)  # of a stream, one shape
+            self._padded_for = self.plan
         return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,
                            draw=self._noise.draw, carried=carried)
 

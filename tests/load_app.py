@@ -187,6 +187,9 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--max-streams", type=int, default=2)
+    parser.add_argument("--no-timing-check", action="store_true",
+                        help="print the frame-interval figures without gating on them (a short run has too few "
+                             "frames during wide one-shots for a p95 on a busy machine)")
     args = parser.parse_args(argv)
     streams = max(1, args.clients // 2)
     generators = max(1, args.clients - streams - 1)
@@ -245,7 +248,7 @@ def main(argv=None) -> int:
         ("server memory after warm-up (MiB)", f"{warm:.0f} -> {late:.0f}", late <= 1.15 * warm),
         ("stream frames per client", counts, mean > 0 and min(counts) >= 0.8 * mean),
         ("frame interval p95, solo / during wide one-shots (s)", f"{solo_p95:.3f} / {p95(during):.3f}",
-         not during or p95(during) <= 3 * solo_p95),
+         args.no_timing_check or not during or p95(during) <= 3 * solo_p95),
         ("wide one-shots (alone with a stream / in the mix)", f"{wide} / {len(run.wide) - wide}", wide > 0),
     ]
     print(f"{args.clients} clients ({streams} streaming, {generators} generating, 1 wide one-shot, 1 hostile) for "

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason=
 
 
 def test_three_clients_for_twenty_seconds(capsys):
-    status = load_app.main(["--clients", "3", "--seconds", "20"])
+    # 20 s gives a handful of frames during wide one-shots: the latency ratio is printed, gated in the full run only
+    status = load_app.main(["--clients", "3", "--seconds", "20", "--no-timing-check"])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "| one-shots / wrong images |" in out

@@ -1,72 +1,37 @@
-"""Images pinned bit for bit: the same seed must give the same pixels after any rework of the engine.
+"""Images pinned: the same seed must give the same pixels after any rework of the engine.
 
-The hashes were taken from the engine before the house was rebuilt around its seams (denoiser wrappers, one plan
-builder, the family registry); a change to the sampling math shows up here first. Run this file as a script to print
-the current hashes (after a deliberate change of the images, paste them below and say why in the commit).
+The reference images (``pinned/images.npz``, uint8 RGB) were made by the engine before a rework; a change to the
+sampling math shows up here first. On the machine that made them the images must be equal bit for bit; another CPU
+picks other vector kernels (AVX-512 or AVX2 convolutions and matrix products round differently), which moves a few
+pixels by one level: measured by forcing this machine onto AVX2 and onto plain SSE kernels, at most 9 pixels of a
+stream's 9 frames, by 1 level each. So an image passes when it is equal, or when at most ``MAX_ROUNDED`` of its
+pixel values differ, by at most ``MAX_LEVELS`` levels; any real change of the math moves far more pixels than that.
 
-Two hashes were re-taken on purpose when the one-shot mode adopted the stream's mask computation (one plan builder,
-each layer's soft mask computed from that layer alone): "tiny-sd15/generate-mixed" (brushes with different blurs:
-a layer's Gaussian is now cut at 3 of its own standard deviations, not at 3 of the widest one, and one pixel of one
-step mask flips) and "tiny-sd3/multidiffusion" (unquantized soft masks differ in the last bit). Every other image,
-every stream frame included, stayed bit for bit.
+History: the first pins were hashes taken on an AMD EPYC machine before the house was rebuilt around its seams
+(denoiser wrappers, one plan builder, the family registry). Two were re-taken on purpose when the one-shot mode
+adopted the stream's mask computation ("tiny-sd15/generate-mixed": a layer's Gaussian is cut at 3 of its own standard
+deviations, not of the widest one, and one pixel of one step mask flips; "tiny-sd3/multidiffusion": unquantized soft
+masks differ in the last bit). On an Intel Xeon (AVX-512) the same code gave other hashes for 9 of the 36 cases,
+each a few pixels off by one level: the hashes gave way to these images (made on that Xeon from the same code).
+
+Run this file as a script to write the current images (after a deliberate change of the images; say why in the
+commit): ``python tests/test_pinned_images.py --write``.
 """
 from __future__ import annotations
 
-import hashlib
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scenes import fixture_scene, rect_scene
 from semantic_draw import SemanticDraw
 
 PRESETS = ("tiny-sd15", "tiny-sdxl", "tiny-sd3")
-
-PINNED = {
-    "tiny-sd15/generate-single": "0e6b75bc6e712f10",
-    "tiny-sd15/generate-tiled": "846f984ecfe17d8e",
-    "tiny-sd15/generate-photo": "5f4771cc65d83b5f",
-    "tiny-sd15/generate-mixed": "5ee2e05d9a31c612",
-    "tiny-sd15/generate-cfg": "47a894a90082485b",
-    "tiny-sd15/multidiffusion-fast": "e01ca682a2f7ff35",
-    "tiny-sd15/multidiffusion": "80cf2514ff350eea",
-    "tiny-sd15/stream-single": "02e5af32e55ca4f1",
-    "tiny-sd15/stream-tiled": "6e22b4cdf49abfd5",
-    "tiny-sd15/stream-photo": "be918452927a3844",
-    "tiny-sd15/stream-full-cfg": "31f24e03389f81e2",
-    "tiny-sd15/stream-self-cfg": "b3d6ad70f2b73458",
-    "tiny-sdxl/generate-single": "7411a8c9c2dbe762",
-    "tiny-sdxl/generate-tiled": "842f54866095e833",
-    "tiny-sdxl/generate-photo": "b9974472616346d4",
-    "tiny-sdxl/generate-mixed": "c867096713cdc422",
-    "tiny-sdxl/generate-cfg": "3cede7c58e80695b",
-    "tiny-sdxl/multidiffusion-fast": "5a542f45a10e2812",
-    "tiny-sdxl/multidiffusion": "8111fc29fc3db968",
-    "tiny-sdxl/stream-single": "34d2fc1da3d3ea6b",
-    "tiny-sdxl/stream-tiled": "b387bb910a90db54",
-    "tiny-sdxl/stream-photo": "41e0664829307696",
-    "tiny-sdxl/stream-full-cfg": "13aa3262241ce18f",
-    "tiny-sdxl/stream-self-cfg": "b53d997bae753203",
-    "tiny-sd3/generate-single": "31fb437a60d7f9d5",
-    "tiny-sd3/generate-tiled": "d5f09b9c9febc51c",
-    "tiny-sd3/generate-photo": "fff0d769e02a0340",
-    "tiny-sd3/generate-mixed": "2e8ab55a063d6e05",
-    "tiny-sd3/generate-cfg": "ad628252d73ccddb",
-    "tiny-sd3/multidiffusion-fast": "23a0b235bdbcfba7",
-    "tiny-sd3/multidiffusion": "ee4e0c7deebc76ca",
-    "tiny-sd3/stream-single": "6eb9b06583395b12",
-    "tiny-sd3/stream-tiled": "3911a8e7857349be",
-    "tiny-sd3/stream-photo": "a2e11774c427007e",
-    "tiny-sd3/stream-full-cfg": "abc2ecf7e8162325",
-    "tiny-sd3/stream-self-cfg": "99aeb9df79ae85c8",
-}
-
-
-def digest(images) -> str:
-    h = hashlib.sha256()
-    for image in images:
-        h.update(f"{image.size}{image.mode}".encode())
-        h.update(image.tobytes())
-    return h.hexdigest()[:16]
+PINNED = Path(__file__).resolve().parent / "pinned" / "images.npz"
+MAX_LEVELS = 2        # how far a pixel value may be off (of 255) on another CPU
+MAX_ROUNDED = 0.002   # the share of a case's pixel values that may be off
 
 
 def scenes():
@@ -115,24 +80,54 @@ def stream_cases(model: SemanticDraw) -> dict[str, list]:
     return cases
 
 
-def current(preset: str) -> dict[str, str]:
+def current(preset: str) -> dict[str, np.ndarray]:
+    """Every case of one preset: name -> uint8 images [n, H, W, 3]."""
     model = SemanticDraw.from_preset(preset)
     cases = {**generate_cases(model), **stream_cases(model)}
-    return {f"{preset}/{name}": digest(images) for name, images in cases.items()}
+    return {f"{preset}/{name}": np.stack([np.asarray(image) for image in images]) for name, images in cases.items()}
+
+
+def off_by(got: np.ndarray, want: np.ndarray) -> str:
+    """"" when ``got`` passes for ``want`` (see the module's docstring), else how it differs."""
+    if got.shape != want.shape:
+        return f"shape {got.shape} instead of {want.shape}"
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    rounded = int((diff > 0).sum())
+    if diff.max(initial=0) <= MAX_LEVELS and rounded <= MAX_ROUNDED * diff.size:
+        return ""
+    return f"{rounded} of {diff.size} values differ, by up to {int(diff.max())} levels"
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_same_seed_same_images_bit_for_bit(preset):
+def test_same_seed_same_images(preset):
+    with np.load(PINNED) as stored:
+        want = {k: stored[k] for k in stored.files if k.startswith(preset + "/")}
+    assert want, "no pinned images for " + preset
     got = current(preset)
-    want = {k: v for k, v in PINNED.items() if k.startswith(preset + "/")}
-    assert want, "no pinned hashes for " + preset
-    changed = sorted(k for k in want if got.get(k) != want[k])
+    changed = {k: why for k in sorted(want) if (why := off_by(got.get(k, np.zeros(0)), want[k]))}
     assert not changed, f"images changed: {changed}"
+
+
+def test_the_tolerance_passes_rounding_and_catches_a_changed_image():
+    with np.load(PINNED) as stored:
+        want = stored["tiny-sd15/stream-tiled"]
+    rounded = want.copy()
+    rounded.flat[::997] ^= 1                                    # a few values one level off: another CPU
+    assert off_by(want, want) == "" and off_by(rounded, want) == ""
+    shifted = want.copy()
+    shifted[:, 8:16, 8:16] = np.clip(shifted[:, 8:16, 8:16].astype(int) + 6, 0, 255)   # one latent pixel redrawn
+    assert "differ" in off_by(shifted, want)
+    assert "shape" in off_by(want[:1], want)
 
 
 if __name__ == "__main__":
     import torch
     torch.set_num_threads(1)
+    if "--write" not in sys.argv:
+        sys.exit("python tests/test_pinned_images.py --write   (re-takes every pinned image)")
+    images = {}
     for preset in PRESETS:
-        for key, value in current(preset).items():
-            print(f'    "{key}": "{value}",')
+        images.update(current(preset))
+    PINNED.parent.mkdir(exist_ok=True)
+    np.savez_compressed(PINNED, **images)
+    print(f"wrote {len(images)} cases to {PINNED}")

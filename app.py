@@ -420,9 +420,20 @@ def parse_args(argv=None, environ=None):
                    help="one-shot generations running at once")
     p.add_argument("--max-queue", type=at_least(1), default=AppConfig.queue_size,
                    help=f"requests waiting in the queue, all users together (Gradio's queue max_size; default "
-                        f"{AppConfig.queue_size}); beyond it a new request is refused at once ('Queue is full'). "
-                        "Gradio has no per-user bound; --max-streams and --max-generations bound the work running "
-                        "at once")
+                        f"{AppConfig.queue_size}); beyond it a new request is refused at once ('Queue is full'); "
+                        "--max-streams and --max-generations bound the work running at once")
+    p.add_argument("--max-per-user", type=at_least(0), default=None,
+                   help="streams and generations one visitor (login name, else network address) may run at once, "
+                        "all tabs and API clients together; 0 for no bound (default: 3 on a Hugging Face Space, "
+                        "else 0)")
+    p.add_argument("--forwarded-hops", type=at_least(0), default=None,
+                   help="trusted proxies in front of the server: the visitor's address is read from the right of "
+                        "X-Forwarded-For, this many entries in (default: 1 on a Hugging Face Space, else 0: the "
+                        "socket's address)")
+    p.add_argument("--share-calls", action=argparse.BooleanOptionalAction, default=True,
+                   help="frames of several users that wait for the GPU at the same time go through the network as "
+                        "one call (an eager network's small batches cost about as much as larger ones); compiled "
+                        "networks are not joined (default: on)")
     p.add_argument("--max-upload-mb", type=at_least(0.001, float), default=AppConfig.max_upload_mb,
                    help=f"largest uploaded file in MiB: palette .zip, mask, photo, each canvas image (default "
                         f"{AppConfig.max_upload_mb:g}; enough for a 4096 px canvas)")
@@ -442,6 +453,11 @@ def parse_args(argv=None, environ=None):
         args.preset = names([default_presets()])
     if args.stream_time_limit is None:
         args.stream_time_limit = 60.0 if ON_ZERO_GPU else AppConfig.stream_time_limit
+    on_space = bool((environ if environ is not None else os.environ).get("SPACE_ID"))
+    if args.max_per_user is None:
+        args.max_per_user = 3 if on_space else AppConfig.max_per_user
+    if args.forwarded_hops is None:
+        args.forwarded_hops = 1 if on_space else AppConfig.forwarded_hops
     return args
 
 
@@ -452,7 +468,8 @@ def main(argv=None):
     mode = fastpath.choose(args.compile, device, ON_ZERO_GPU, spaces_module())
     fast = dict(compile=True, compile_cache=args.compile_cache) if mode == "jit" else {}
     try:
-        models = load_models(args.preset, args.model, loras=args.lora, device=device, dtype=args.dtype, **fast)
+        models = load_models(args.preset, args.model, loras=args.lora, device=device, dtype=args.dtype,
+                             share_calls=args.share_calls, **fast)
     except SemanticDrawError as e:
         raise SystemExit(f"Cannot load the model: {e}")
     report = memory_report(models)
@@ -463,6 +480,7 @@ def main(argv=None):
                        max_canvas=args.max_canvas, max_stream_side=args.max_stream_side,
                        max_brushes=args.max_brushes, stream_time_limit=args.stream_time_limit,
                        max_streams=args.max_streams, max_generations=args.max_generations,
+                       max_per_user=args.max_per_user, forwarded_hops=args.forwarded_hops,
                        queue_size=args.max_queue, max_upload_mb=args.max_upload_mb)
     fastpath.prepare(models, mode, spaces_module=spaces_module(), gpu=GPU)
     if mode:

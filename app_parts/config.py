@@ -32,6 +32,8 @@ class AppConfig:
     stream_time_limit: float = 180.0  # seconds per stream run; 0 = no limit
     max_streams: int = 2              # streams running at once (all users)
     max_generations: int = 2          # one-shot generations running at once
+    max_per_user: int = 0             # streams and generations one visitor may run at once (0: no bound)
+    forwarded_hops: int = 0           # trusted proxies in front of the server (X-Forwarded-For); a Space has 1
     max_stream_frames: int = 500      # most frames one /stream API call may ask for
     history: int = 12                 # results kept per session
     queue_size: int = 64              # events waiting in Gradio's queue, all users together (--max-queue)

@@ -58,7 +58,11 @@ class Generation:
                 self.ui.stop_generate_btn: gr.Button(STOP_GENERATE, visible=False)}
 
     @held
-    def generate_ui(self, data):
+    def generate_ui(self, data, request: gr.Request = None):
+        with self.ui.visitors.hold(request, "generation"):
+            yield from self._generate_ui(data)
+
+    def _generate_ui(self, data):
         ui = self.ui
         st: SessionState = data[ui.state]
         stop = st.stop_generation
@@ -98,15 +102,16 @@ class Generation:
                ui.status: f"{what}: {scene.width}x{scene.height} in {took:.1f} s (seed {seed})"}
 
     @friendly
-    def api_generate(self, palette, seed, method, regions="latent", model=None):
+    def api_generate(self, palette, seed, method, regions="latent", model=None, request: gr.Request = None):
         """Generate one image from a palette file (.zip with scene.json and RGBA masks) with one of this server's
         models (default: the first)."""
         cfg, name = self.ui.cfg, self.ui.models.name(model)
-        scene = api_palette(palette, cfg.max_canvas, self.ui.models.multiple(name), cfg.max_brushes,
-                            cfg.max_upload_bytes)
-        work = self.run(name, scene, seed, method, regions)
-        while True:
-            try:
-                next(work)
-            except StopIteration as done:
-                return done.value
+        with self.ui.visitors.hold(request, "generation"):
+            scene = api_palette(palette, cfg.max_canvas, self.ui.models.multiple(name), cfg.max_brushes,
+                                cfg.max_upload_bytes)
+            work = self.run(name, scene, seed, method, regions)
+            while True:
+                try:
+                    next(work)
+                except StopIteration as done:
+                    return done.value

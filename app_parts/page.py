@@ -15,6 +15,7 @@ from . import canvas as cv
 from .config import AppConfig
 from .files import fit_scene
 from .models import Models
+from .visitors import VisitorLimits
 from .palette import Brush, brushes_from_rows, brushes_from_scene, build_scene, rows_from_brushes, scene_masks
 
 
@@ -57,6 +58,7 @@ class Page:
     # sharing the GPU: the stream slots of semantic_draw.sharing (None on ZeroGPU) and how many runs may be open
     slots: object
     stream_runs: int
+    visitors: object       # app_parts.visitors.VisitorLimits: the per-user bound
     examples: gr.Gallery
     # API only (gradio_client): /generate and /stream take a palette file
     api_palette: gr.File
@@ -71,6 +73,7 @@ class Page:
 
     def __init__(self, cfg: AppConfig, models: Models, colors: list[tuple[int, int, int]]):
         self.cfg, self.models, self.colors = cfg, models, colors
+        self.visitors = VisitorLimits(cfg.max_per_user, cfg.forwarded_hops)
         self.row_groups: list[gr.Group] = []   # one per brush slot, shown while in use
         self.row_fields: list = []             # per slot: name, prompt, negative, alpha, blur, strength
         self.name_boxes: list[gr.Textbox] = []

@@ -118,13 +118,13 @@ def quiet(fn):
 
 
 def held(fn):
-    """For the page's Generate and stream generators (`fn(self, data)`): a failure ends the run, its message waits in
-    the visitor's SessionState and `report_error`, chained after the event with no outputs, shows it as one error
-    toast; the output, the status and the history keep what they showed."""
+    """For the page's Generate and stream generators (`fn(self, data, request)`): a failure ends the run, its message
+    waits in the visitor's SessionState and `report_error`, chained after the event with no outputs, shows it as one
+    error toast; the output, the status and the history keep what they showed."""
     @functools.wraps(fn)
-    def gen(self, data):
+    def gen(self, data, *args, **kwargs):    # after `data`: what Gradio adds (the gr.Request)
         try:
-            yield from fn(self, data)
+            yield from fn(self, data, *args, **kwargs)
         except Exception as e:
             data[self.ui.state].error = str(e.message) if isinstance(e, gr.Error) else describe(e)
             yield {self.ui.status: "Nothing more was made: see the message."}

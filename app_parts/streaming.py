@@ -153,13 +153,22 @@ class Streaming:
                     st.edits = None
 
     @held
-    def stream_ui(self, data):
-        ui, cfg = self.ui, self.ui.cfg
-        st: SessionState = data[ui.state]
-        run = data[ui.token]
+    def stream_ui(self, data, request: gr.Request = None):
+        st: SessionState = data[self.ui.state]
+        run = data[self.ui.token]
         if run is None or run != st.run or not st.streaming:
             yield gr.skip()  # the click stopped the stream (a generator that yields nothing clears outputs)
             return
+        try:
+            counted = self.ui.visitors.hold(request, "stream")
+        except ResourceError:   # the visitor's other tabs already run their share
+            st.streaming = False
+            raise
+        with counted:
+            yield from self._stream_ui(data, st, run)
+
+    def _stream_ui(self, data, st: SessionState, run: int):
+        ui, cfg = self.ui, self.ui.cfg
         yield {ui.status: WARMING}
         model = ui.model_name(data)
         with st.lock:  # edits made since Start (while this run waited for a free slot) are newer than `data`
@@ -236,7 +245,7 @@ class Streaming:
 
     # ---------------------------------------------------------------- API
     @friendly
-    def api_stream(self, palette, seed, frames, regions="latent", model=None):
+    def api_stream(self, palette, seed, frames, regions="latent", model=None, request: gr.Request = None):
         """Stream `frames` frames of a palette file (.zip) with one of this server's models (default: the first);
         yields each frame as it comes."""
         cfg = self.ui.cfg
@@ -244,10 +253,11 @@ class Streaming:
         if not 1 <= frames <= cfg.max_stream_frames:
             raise OptionError(f"Ask for between 1 and {cfg.max_stream_frames} frames, got {frames}.")
         name = self.ui.models.name(model)
-        scene = api_palette(palette, cfg.max_stream_side, self.ui.models.multiple(name), cfg.max_brushes,
-                            cfg.max_upload_bytes)
-        st = SessionState()
-        run = st.start_stream()
-        for frame, _ in self.frames(st, run, name, scene, seed, edit_queue(), count=frames, regions=regions):
-            if frame is not None:
-                yield frame
+        with self.ui.visitors.hold(request, "stream"):
+            scene = api_palette(palette, cfg.max_stream_side, self.ui.models.multiple(name), cfg.max_brushes,
+                                cfg.max_upload_bytes)
+            st = SessionState()
+            run = st.start_stream()
+            for frame, _ in self.frames(st, run, name, scene, seed, edit_queue(), count=frames, regions=regions):
+                if frame is not None:
+                    yield frame

@@ -6,6 +6,8 @@
 #   bash bench/gpu_session.sh second     # the follow-up set: the compiled attention layout, 1 brush, sync checks
 #   bash bench/gpu_session.sh third      # still unmeasured (2026-11-25): SDXL / SD3 / Irworobongdo compiled, SD1.5
 #                                        # 1 and 16 brushes with the attention layout compiled (about 9 minutes)
+#   bash bench/gpu_session.sh fourth     # issue 10 on a GPU: the 4096x2048 one-shot under an 8 GiB cap, an injected
+#                                        # out-of-memory, users sharing calls (eager) (about 6 minutes)
 #
 # Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
@@ -41,6 +43,13 @@ if [ "${1:-first}" = second ]; then
         --compile
     phase sd15-one-brush-compiled 95 python3 bench/stream.py --full-size --preset sd15 --layers 1 --regions latent \
         --frames 30 --oneshot-repeats 0 --compile
+    exit 0
+fi
+if [ "${1:-first}" = fourth ]; then
+    phase memory-4096x2048 240 python3 bench/memory.py --full-size --preset sd15 --cap-gib 8 --inject-oom
+    phase sharing-eager 130 python3 bench/sharing.py --full-size --preset sd15 --users 1,2,4 --seconds 8
+    phase sharing-eager-attention 100 python3 bench/sharing.py --full-size --preset sd15 --users 2,4 --layers 3 \
+        --regions attention --seconds 8
     exit 0
 fi
 if [ "${1:-first}" = third ]; then

@@ -107,6 +107,27 @@ class Views:
                        carried=_pad(self.carried, size),
                        regions=None if self.regions is None else self.regions.pad(size))
 
+    @staticmethod
+    def join(parts: "list[Views]") -> "Views":
+        """The views of several callers as one batch, for the network alone (shared_calls.py): their inputs, steps,
+        crops and prompt rows one after the other. Their shapes and schedules agree (``share_key``); what only the
+        wrappers above the network read (negative rows, carried noise) is left out."""
+        first = parts[0]
+        return replace(first, x=torch.cat([p.x for p in parts]), step=torch.cat([p.step for p in parts]),
+                       crops=torch.cat([p.crops for p in parts]),
+                       cond={k: torch.cat([p.cond[k] for p in parts]) for k in first.cond},
+                       uncond=None, carried=None, regions=None)
+
+    def share_key(self) -> tuple | None:
+        """Views with equal keys can be joined into one network call: same view shape, dtype and device, the same
+        kinds of prompt rows, the same schedule. None for the attention layout, whose views carry a context built
+        for their own prompts."""
+        if self.regions is not None:
+            return None
+        return (tuple(self.x.shape[1:]), self.x.dtype, str(self.x.device),
+                tuple((k, tuple(v.shape[1:]), v.dtype) for k, v in sorted(self.cond.items())),
+                self.schedule.name, tuple(self.schedule.timesteps.tolist()))
+
     def with_negatives(self) -> "Views | None":
         """The views twice, negative prompts first (full CFG); None when there are no negative prompts."""
         regions, cond = self.regions, {}

@@ -27,10 +27,11 @@ from .plan import PlanBuilder
 from .options import (MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_flag, check_known,  # noqa: F401
                       check_max_pixels, check_number)
 from .schedule import SamplerSettings, build_schedule
+from .shared_calls import CallPool, SharedCalls
 from .sharing import FairLock
 
 ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call
-MODEL_OPTIONS = ("max_pixels", "compile", "compile_cache")   # what every constructor passes on to SemanticDraw
+MODEL_OPTIONS = ("max_pixels", "compile", "compile_cache", "share_calls")   # every constructor passes them on
 LOAD_OPTIONS = ("vae", "tiny_vae", "config", "keep_t5", "local_files_only", "fuse_loras")   # load_pipeline's extras
 
 
@@ -56,7 +57,7 @@ class SemanticDraw:
 
     def __init__(self, backbone: Backbone, settings: SamplerSettings | None = None, guidance: float = 0.0,
                  name: str = "", max_pixels: int | None = None, compile: bool = False,
-                 compile_cache: str | None = None):
+                 compile_cache: str | None = None, share_calls: bool = False):
         self.backbone = backbone
         self.spec: Family = get_family(backbone.family)
         self.name = name or backbone.family
@@ -67,6 +68,8 @@ class SemanticDraw:
         self.counts = Counts()
         self.network: Denoiser = ModelDenoiser(backbone)   # wrap it to change how the network runs (timing, compile)
         self.decoder = Decoder(backbone, self._lock)
+        check_flag(share_calls, "share_calls")
+        self.shared = CallPool() if share_calls else None   # shared_calls.py: callers waiting together, one call
         check_flag(compile, "compile")
         if compile:
             self.compile(cache_dir=compile_cache)
@@ -165,8 +168,12 @@ class SemanticDraw:
     # -- the parts the modes are made of -------------------------------------------------------------------------
     @property
     def denoiser(self) -> Denoiser:
-        """The model's denoiser chain: the network (and what wraps it), counted, one call at a time."""
-        return Serialized(Counted(self.network, self.counts), self._lock)
+        """The model's denoiser chain: the network (and what wraps it), counted, one call at a time (with
+        ``share_calls``, calls of several sessions waiting at the same time joined into one)."""
+        counted = Counted(self.network, self.counts)
+        if self.shared is not None:
+            return SharedCalls(counted, self._lock, self.shared)
+        return Serialized(counted, self._lock)
 
     def decode(self, latent: torch.Tensor, tiny: bool = False) -> Image.Image:
         return self.decoder(latent, tiny=tiny)

@@ -21,7 +21,9 @@ class FairLock:
         self._owner: int | None = None
         self._depth = 0
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+    def acquire(self, blocking: bool = True, timeout: float = -1, until=None) -> bool:
+        """Wait for the lock (in line). ``until``: a check made whenever the waiter wakes; once it is true the
+        waiter leaves the line without the lock (False), as a caller whose work another holder did (SharedCalls)."""
         me = threading.get_ident()
         with self._cond:
             if self._owner == me:
@@ -32,12 +34,14 @@ class FairLock:
             ticket = object()
             self._queue.append(ticket)
             deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
-            while self._owner is not None or self._queue[0] is not ticket:
+            while True:
                 left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                if (left is not None and left <= 0) or (until is not None and until()):
                     self._queue.remove(ticket)
                     self._cond.notify_all()
                     return False
+                if self._owner is None and self._queue[0] is ticket:
+                    break
                 self._cond.wait(left)
             self._queue.popleft()
             self._owner, self._depth = me, 1
@@ -51,6 +55,10 @@ class FairLock:
             if self._depth == 0:
                 self._owner = None
                 self._cond.notify_all()
+
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
 
     def waiting(self) -> int:
         """Threads waiting for the lock now."""

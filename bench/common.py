@@ -131,6 +131,19 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc/self/stat against /proc/uptime; elsewhere since this module
+    was imported): the time a restarted server takes to its first frame, imports and model build included."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()
+
+
 # -- memory --------------------------------------------------------------------------------------------------------
 def _proc_status_kib(field: str) -> int | None:
     try:
@@ -290,5 +303,6 @@ def write_outputs(out: str | None, stem: str, markdown: str, chart: tuple | None
 
 
 __all__ = ["ROOT", "add_model_args", "build_model", "real_preset", "is_tiny", "sync", "timed", "clocked", "ZeroNetwork",
+           "process_age",
            "median", "percentile", "PeakMemory", "weights_mib", "machine_lines", "markdown_table", "bar_chart",
            "write_outputs", "to_multiple"]

@@ -67,7 +67,7 @@ fi
 phase sd15-compiled 235 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent --frames 30 \
     --compile --compile-cache "$CACHE"
 phase sd15-compiled-warm 75 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent --frames 30 \
-    --compile --compile-cache "$CACHE"
+    --compile --compiled-only --compile-cache "$CACHE"
 phase sd15-regions 90 python3 bench/stream.py --full-size --preset sd15 --layers 3,8,16 --regions latent,attention \
     --frames 15 --oneshot-repeats 1
 phase sdxl-regions 75 python3 bench/stream.py --full-size --preset sdxl --layers 3 --regions latent,attention \

@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (PeakMemory, add_model_args, build_model, clocked, is_tiny, machine_lines,  # noqa: E402
-                          markdown_table, median, percentile, real_preset, sync, timed, to_multiple, write_outputs)
+                          markdown_table, median, percentile, process_age, real_preset, sync, timed, to_multiple,
+                          write_outputs)
 from semantic_draw.sizes import keep_aspect  # noqa: E402
 from semantic_draw import Background, Layer, Scene  # noqa: E402
 
@@ -42,12 +43,15 @@ def parse_args(argv=None):
     parser.add_argument("--layers", default="1,3,8,16", help="comma-separated brush counts")
     parser.add_argument("--frames", type=int, default=30, help="timed frames per brush count")
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (filling) frame")
-    parser.add_argument("--oneshot-repeats", type=int, default=3, help="timed one-shot generations per brush count (0: none, and no one-shot shapes "
-                             "to compile)")
+    parser.add_argument("--oneshot-repeats", type=int, default=3,
+                        help="timed one-shot generations per brush count (0: none, and no one-shot shapes to compile)")
     parser.add_argument("--compile", action="store_true",
                         help="after the eager rows, the same rows with the network compiled (torch.compile; CUDA "
                              "graphs on a GPU), side by side; 'first frames' then includes compiling")
     parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
+    parser.add_argument("--compiled-only", action="store_true",
+                        help="with --compile: no eager rows, so that the first row's 'since process start' is a "
+                             "restarted server's time to its first frame (on a warm --compile-cache)")
     parser.add_argument("--regions", default="latent,attention",
                         help="region layouts to compare, side by side: latent (one view per brush), attention")
     return parser.parse_args(argv)
@@ -96,6 +100,7 @@ def measure_stream(model, scene: Scene, args, tile, regions: str) -> dict:
                                  model.device)
         first += timed(session.next_frame, model.device)[1]   # fills the pipeline: one latent walks every step
         first += timed(session.next_frame, model.device)[1]   # the first steady frame (a compiled one's 2nd shape)
+        since_start = process_age()
         for _ in range(max(0, args.warmup - 1)):
             session.next_frame()
         clock.take()
@@ -111,7 +116,7 @@ def measure_stream(model, scene: Scene, args, tile, regions: str) -> dict:
     total = sum(times)
     model_s = sum(p["model"] for p in parts)
     decode_s = sum(p["decode"] for p in parts)
-    return dict(path="compiled" if model.compiled else "eager", first=first,
+    return dict(path="compiled" if model.compiled else "eager", first=first, since_start=since_start,
                 regions=regions, brushes=len(scene.layers), slots=slots, fps=len(times) / total, median=median(times),
                 p90=percentile(times, 90), model=model_s / total, decode=decode_s / total,
                 other=max(0.0, 1 - (model_s + decode_s) / total), calls=model.calls / len(times),
@@ -129,10 +134,12 @@ def measure_oneshot(model, scene: Scene, args, tile, regions: str) -> dict:
 
 
 def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
-    headers = ["path", "regions", "brushes", "slots", "first frames (s)", "items / frame", "calls / frame", "frames/s",
+    headers = ["path", "regions", "brushes", "slots", "first frames (s)", "since process start (s)", "items / frame",
+               "calls / frame", "frames/s",
                "latency median (ms)", "latency p90 (ms)", "in model", "tiny-VAE decode", "other", "peak mem (MiB)",
                "one-shot generate (s)", "one-shot evals", "stream speed-up"]
-    table = [[r["path"], r["regions"], r["brushes"], r["slots"], f"{r['first']:.1f}", f"{r['items']:.0f}",
+    table = [[r["path"], r["regions"], r["brushes"], r["slots"], f"{r['first']:.1f}", f"{r['since_start']:.1f}",
+              f"{r['items']:.0f}",
               f"{r['calls']:.0f}", f"{r['fps']:.2f}",
               f"{1000 * r['median']:.1f}", f"{1000 * r['p90']:.1f}", f"{100 * r['model']:.0f}%",
               f"{100 * r['decode']:.0f}%", f"{100 * r['other']:.0f}%", f"{r['peak']:.0f}",
@@ -143,6 +150,10 @@ def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
              f"- tile size: {tile or model.backbone.tile_size} px; {args.warmup} warm-up frames after the filling "
              f"frame, {args.frames} timed frames; one-shot: 1 warm-up + {args.oneshot_repeats} timed; seed {args.seed}",
              f"- peak mem (stream frames only): {rows[0]['memory_method']}",
+             "- first frames: from opening the stream to its first steady frame (compiling included); since process "
+             "start: the moment that frame was done, counted from the start of this process (imports and the model "
+             "build included: for the first row of a fresh process on a warm cache folder, a restarted server's "
+             "time to its first frame)",
              "- in model / tiny-VAE decode / other: shares of the frame time (CUDA: event time on the GPU stream)",
              "- stream speed-up: frames/s x one-shot seconds (stream frames per one-shot image)", "",
              markdown_table(headers, table), ""]
@@ -166,7 +177,9 @@ def main(argv=None) -> None:
     tile = tile_size(args, height, width)
     print(f"{model.name} on {model.device}: {width}x{height}, brushes {counts}, regions {layouts}", flush=True)
     rows = []
-    for path in ("eager", "compiled") if args.compile else ("eager",):
+    paths = ("compiled",) if args.compile and args.compiled_only else ("eager", "compiled") if args.compile else (
+        "eager",)
+    for path in paths:
         if path == "compiled":
             model.compile(cache_dir=args.compile_cache)
         for n in counts:

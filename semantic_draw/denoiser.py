@@ -50,18 +50,27 @@ class Regions:
     alone: torch.Tensor | None = None     # [N] long, on the host: the one slot an item reads alone, or -1 (a mix)
     group: torch.Tensor | None = None     # [N] long: the prompt set each item reads (None: all read set 0)
     context: object = None
+    # Where these regions come from, for ``RegionAttention`` to keep the contexts it makes: (a dict owned by the
+    # step layout that made the regions, the path of slices, paddings and doublings from them to these), or None
+    # when they were picked by an index only the caller knows. A stream's frames take the same path every frame.
+    source: tuple | None = None
 
     def __getitem__(self, items) -> "Regions":
         return self.take(items, items)
 
+    def along(self, *step) -> tuple | None:
+        """The source of regions made from these by one more ``step`` (a hashable description)."""
+        return None if self.source is None else (self.source[0], self.source[1] + (step,))
+
     def take(self, items, host_items) -> "Regions":
         """The items ``items`` (on the weights' device), ``host_items`` the same on the host (for ``alone``)."""
+        source = self.along("take", items.start, items.stop, items.step) if isinstance(items, slice) else None
         return replace(self, weights=self.weights[items], alone=None if self.alone is None else self.alone[host_items],
-                       group=None if self.group is None else self.group[items], context=None)
+                       group=None if self.group is None else self.group[items], context=None, source=source)
 
     def pad(self, size: int) -> "Regions":
         return replace(self, weights=_pad(self.weights, size), alone=_pad(self.alone, size),
-                       group=_pad(self.group, size), context=None)
+                       group=_pad(self.group, size), context=None, source=self.along("pad", size))
 
     def item_groups(self) -> torch.Tensor:
         if self.group is not None:
@@ -138,7 +147,7 @@ class Views:
             regions = Regions(torch.cat([regions.weights, regions.weights]),
                               {k: torch.cat([regions.negatives[k], v]) for k, v in regions.prompts.items()},
                               alone=None if regions.alone is None else torch.cat([regions.alone, regions.alone]),
-                              group=torch.cat([torch.zeros_like(ones), ones]))
+                              group=torch.cat([torch.zeros_like(ones), ones]), source=regions.along("negatives"))
         elif self.uncond is None:
             return None
         else:
@@ -266,8 +275,16 @@ class RegionAttention(Wrapper):
         r = views.regions
         if self.bucket_sizes:
             r = replace(r, alone=None)
-        regions = replace(r, context=self.backbone.region_context(r, views.x.shape[-2:]))
-        return self.inner.predict(replace(views, regions=regions))
+        return self.inner.predict(replace(views, regions=replace(r, context=self._context(r, views.x.shape[-2:]))))
+
+    def _context(self, r: Regions, view_hw):
+        """The backbone's context of ``r``, made once for regions of a known source (a stream's every frame)."""
+        if r.source is None:
+            return self.backbone.region_context(r, view_hw)
+        kept, key = r.source[0], (r.source[1], r.alone is None, tuple(view_hw))
+        if key not in kept:
+            kept[key] = self.backbone.region_context(r, view_hw)
+        return kept[key]
 
     def _call(self, views: Views) -> torch.Tensor:
         """A part of a split batch, padded to a bucket size of its own for a compiled network."""
@@ -289,7 +306,8 @@ class RegionAttention(Wrapper):
         out = self._call(plain)
         if len(rest) == 0:
             return out
-        rest_views = views[rest]
+        rest_views = views[rest]          # picked by ``alone``, which the regions' source fixes
+        rest_views = replace(rest_views, regions=replace(rest_views.regions, source=r.along("mixed")))
         size = bucket(len(rest_views), self.bucket_sizes) if self.bucket_sizes else len(rest_views)
         whole = self._whole(rest_views.pad(size))[:len(rest_views)]
         merged = out.new_empty((len(views),) + out.shape[1:])

@@ -23,7 +23,7 @@ from .errors import LoadError, OptionError
 from .noise import NoiseSource, check_seed
 from .memory import out_of_memory_is_a_resource_error
 from .oneshot import StepInfo, method_settings, sample
-from .plan import PlanBuilder
+from .plan import PlanBuilder, SharedCaches
 from .options import (MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_flag, check_known,  # noqa: F401
                       check_max_pixels, check_number)
 from .schedule import SamplerSettings, build_schedule
@@ -68,6 +68,7 @@ class SemanticDraw:
         self.counts = Counts()
         self.network: Denoiser = ModelDenoiser(backbone)   # wrap it to change how the network runs (timing, compile)
         self.decoder = Decoder(backbone, self._lock)
+        self.caches = SharedCaches(backbone, self._lock)   # one-shots' prompt rows, the white canvas's latent
         check_flag(share_calls, "share_calls")
         self.shared = CallPool() if share_calls else None   # shared_calls.py: callers waiting together, one call
         check_flag(compile, "compile")
@@ -200,10 +201,14 @@ class SemanticDraw:
                               spacing=settings.spacing)
 
     def plan_builder(self, settings: SamplerSettings, opts: StepOptions, *, cover_alpha: float | None = None,
-                     tile_size: int | None = None, regions: str = "latent", **cache_sizes) -> PlanBuilder:
+                     tile_size: int | None = None, regions: str = "latent", share_prompts: bool = False,
+                     **cache_sizes) -> PlanBuilder:
+        """A PlanBuilder of this model. ``share_prompts``: prompt rows from the model's cache of recent one-shots
+        (a stream keeps a cache of its own, sized by its options)."""
         builder = PlanBuilder(self.backbone, self.schedule(settings), lock=self._lock, quantize=settings.quantize,
                               cover_alpha=cover_alpha, tile_size=tile_size, with_uncond=opts.guidance_mode == "full",
-                              max_pixels=self.max_pixels, layout=regions, **cache_sizes)
+                              max_pixels=self.max_pixels, layout=regions, shared=self.caches,
+                              share_prompts=share_prompts, **cache_sizes)
         if builder.layout == "attention":
             with self._lock:
                 self.backbone.install_region_attention()
@@ -261,7 +266,8 @@ class SemanticDraw:
         if quantize is not None:
             base = replace(base, quantize=quantize)
         settings, opts = method_settings(method, base, self.step_options(**step_overrides), self.spec)
-        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size, regions=regions)
+        builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size, regions=regions,
+                                    share_prompts=True)
         plan = builder.build(scene)
         edit = scene.background.image is not None
         denoiser = for_options(self.denoiser, opts.guidance_mode, opts.guidance, opts.batch_size,

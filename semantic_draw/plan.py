@@ -139,31 +139,90 @@ def digest(array: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
 
 
-class PromptCache:
-    """Embeddings by prompt text (LRU); missing prompts are encoded together in one batch."""
+PROMPT_CACHE_BYTES = 256 * 2 ** 20   # prompt rows one cache keeps at most (SD3's rows are 5.4 MB a prompt)
 
-    def __init__(self, encode: Callable[[Sequence[str]], Cond], max_size: int = 256):
+
+class PromptCache:
+    """Embeddings by prompt text (LRU, at most ``max_size`` prompts and ``max_bytes`` bytes); missing prompts are
+    encoded together in one batch. Safe to share between threads: the encoding runs outside its mutex (two callers
+    may encode the same new prompt once each)."""
+
+    def __init__(self, encode: Callable[[Sequence[str]], Cond], max_size: int = 256,
+                 max_bytes: int = PROMPT_CACHE_BYTES):
         self._encode = encode
         self._rows: OrderedDict[str, Cond] = OrderedDict()
-        self.max_size = max_size
+        self.max_size, self.max_bytes = max_size, max_bytes
+        self.bytes = 0
         self.encoded = 0  # prompts encoded so far (for tests and benchmarks)
+        self._mutex = threading.Lock()
 
     def get(self, prompts: Sequence[str]) -> Cond:
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._rows))
+        with self._mutex:
+            found = {p: self._rows[p] for p in prompts if p in self._rows}
+        missing = list(dict.fromkeys(p for p in prompts if p not in found))
         if missing:
             cond = self._encode(missing)
-            self.encoded += len(missing)
             for i, p in enumerate(missing):
-                self._rows[p] = {k: v[i:i + 1] for k, v in cond.items()}
-        for p in prompts:
-            self._rows.move_to_end(p)
-        rows = [self._rows[p] for p in prompts]
-        while len(self._rows) > max(self.max_size, len(set(prompts))):
-            self._rows.popitem(last=False)
+                found[p] = {k: v[i:i + 1] for k, v in cond.items()}
+        with self._mutex:
+            self.encoded += len(missing)
+            for p in prompts:
+                if p not in self._rows:
+                    self._rows[p] = found[p]
+                    self.bytes += _nbytes(found[p])
+                self._rows.move_to_end(p)
+            keep = max(self.max_size, len(set(prompts)))
+            while self._rows and (len(self._rows) > keep or self.bytes > self.max_bytes):
+                _, rows = self._rows.popitem(last=False)
+                self.bytes -= _nbytes(rows)
+        rows = [found[p] for p in prompts]
         return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
 
+    def __len__(self) -> int:
+        return len(self._rows)
+
     def clear(self) -> None:
-        self._rows.clear()
+        with self._mutex:
+            self._rows.clear()
+            self.bytes = 0
+
+
+def _nbytes(rows: Cond) -> int:
+    return sum(v.numel() * v.element_size() for v in rows.values())
+
+
+def encode_prompts(backbone: Backbone, lock, prompts: Sequence[str]) -> Cond:
+    """Prompt rows of ``backbone``: tokenized outside the model's lock (CPU work), encoded under it."""
+    tokens = backbone.tokenize(list(prompts))
+    with lock, torch.inference_mode():
+        if tokens is None:
+            return backbone.encode_prompts(list(prompts))
+        return backbone.encode_prompts(list(prompts), tokens=tokens)
+
+
+def white_latent(backbone: Backbone, lock) -> torch.Tensor:
+    """[1, C, 1, 1]: the clean latent of a white canvas (the VAE maps a flat image to a flat latent)."""
+    side = 8 * backbone.size_multiple
+    with lock:
+        white = torch.ones(1, 3, side, side, device=backbone.device)
+        return backbone.encode_image(white).mean((2, 3), keepdim=True)
+
+
+class SharedCaches:
+    """What the plan builders of one model share: the prompt rows of recent one-shot calls (each call makes a builder
+    of its own, so a repeated prompt would be encoded again every call) and the white canvas's latent."""
+
+    def __init__(self, backbone: Backbone, lock, max_size: int = 256, max_bytes: int = PROMPT_CACHE_BYTES):
+        self.backbone, self.lock = backbone, lock
+        self.prompts = PromptCache(lambda prompts: encode_prompts(backbone, lock, prompts), max_size, max_bytes)
+        self._white: torch.Tensor | None = None
+        self.whites_encoded = 0
+
+    def white(self) -> torch.Tensor:
+        if self._white is None:
+            self._white = white_latent(self.backbone, self.lock)
+            self.whites_encoded += 1
+        return self._white
 
 
 def strengthen(cond: Cond, anchor: Cond, strengths: Sequence[float]) -> Cond:
@@ -219,7 +278,8 @@ class PlanBuilder:
     def __init__(self, backbone: Backbone, schedule: Schedule, *, lock: threading.RLock | None = None,
                  quantize: str = "discrete", cover_alpha: float | None = None, tile_size: int | None = None,
                  with_uncond: bool = False, max_pixels: int | None = None, prompt_cache_size: int = 256,
-                 mask_cache_size: int = 64, layout: str = "latent"):
+                 mask_cache_size: int = 64, layout: str = "latent", shared: SharedCaches | None = None,
+                 share_prompts: bool = False):
         if layout not in LAYOUTS:
             raise OptionError(f"Unknown region layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
         self.backbone, self.schedule, self.layout = backbone, schedule, layout
@@ -229,7 +289,9 @@ class PlanBuilder:
         self.tile_size = tile_size or backbone.tile_size
         self.with_uncond = with_uncond
         self.max_pixels = max_pixels
-        self.prompts = PromptCache(self._encode_prompts, prompt_cache_size)
+        self.shared = shared
+        self.prompts = shared.prompts if shared is not None and share_prompts else PromptCache(
+            lambda prompts: encode_prompts(self.backbone, self.lock, prompts), prompt_cache_size)
         self._masks: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.mask_cache_size = mask_cache_size
         self.masks_computed = 0       # layers whose step masks were computed (the rest came from the cache)
@@ -322,30 +384,26 @@ class PlanBuilder:
             return None
         return {k: v.to(self.backbone.device, self.backbone.dtype) for k, v in cond.items()}
 
-    def _encode_prompts(self, prompts: Sequence[str]) -> Cond:
-        tokens = self.backbone.tokenize(list(prompts))        # CPU work: outside the model's lock
-        with self.lock, torch.inference_mode():
-            if tokens is None:
-                return self.backbone.encode_prompts(list(prompts))
-            return self.backbone.encode_prompts(list(prompts), tokens=tokens)
-
     def _background_latents(self, image, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean latents of the background image (or white) and of a white canvas, [1, C, h, w] each."""
         key = None if image is None else digest(np.asarray(image))
         if self._background is not None and self._background[0] == key and self._background[1].shape[-2:] == (h, w):
             return self._background[1], self._background[2]
         backbone = self.backbone
-        side = 8 * backbone.size_multiple  # a small white square: the VAE maps a flat image to a flat latent
-        with self.lock:
-            white = torch.ones(1, 3, side, side, device=backbone.device)
-            z_white = backbone.encode_image(white).mean((2, 3), keepdim=True).expand(1, -1, h, w).contiguous()
-            z_bg = z_white if image is None else backbone.encode_image(image_to_tensor(image, backbone.device))
+        white = self.shared.white() if self.shared is not None else white_latent(backbone, self.lock)
+        z_white = white.expand(1, -1, h, w).contiguous()
+        if image is None:
+            z_bg = z_white
+        else:
+            with self.lock:
+                z_bg = backbone.encode_image(image_to_tensor(image, backbone.device))
         self._background = (key, z_bg, z_white)
         return z_bg, z_white
 
     def clear(self) -> None:
-        """Drop every cached tensor (a closed session)."""
-        self.prompts.clear()
+        """Drop every cached tensor (a closed session); what the model's builders share stays."""
+        if self.shared is None or self.prompts is not self.shared.prompts:
+            self.prompts.clear()
         self._masks.clear()
         self._background = None
         self._tilings.clear()

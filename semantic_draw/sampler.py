@@ -27,28 +27,68 @@ class StepResult:
     items: int             # (slot, tile, layer) items that went through the denoiser
 
 
+class StepLayout:
+    """What a step at given step indices computes before it sees any latent: its items, their step masks and tile
+    weights, crops and conditioning, the bootstrapping's background, shifts and gather indices, the background blend.
+    It depends on the plan, the options, the step indices and the background noise only, so a stream makes it once
+    per (plan, steps, seed) and its frames do only the work that depends on the latents (``prepare_step``). A layout
+    made to be ``reused`` also keeps the attention layout's network contexts (denoiser.Regions.source): memory held
+    for as long as the layout, worth it only for what runs every frame."""
+
+    def __init__(self, plan: Plan, opts: StepOptions, steps: torch.Tensor, dev, bg_noise: torch.Tensor,
+                 reused: bool = False):
+        self.plan, self.opts = plan, opts
+        self.steps_cpu = steps.cpu().long()
+        self.next_level = to_device(self.steps_cpu, dev) + 1
+        # 1. Items: every (slot, layer, tile) whose step mask is not empty, with its weight and conditioning.
+        idx = plan.item_index(self.steps_cpu, opts.bootstrap_steps)
+        self.count = len(idx)
+        if self.count == 0:   # no region has started yet (a photo with only soft or weak brushes)
+            return
+        self.items = items = _Items(idx, self.steps_cpu, plan.tiling.count, opts.bootstrap_steps, dev)
+        m = plan.mask_views[items.step, items.layer, items.tile]                   # [N, vh, vw]
+        self.weight = m * plan.tiling.weights.to(dev)[items.tile]
+        self.crops = plan.tiling.origin_table(dev)[items.tile] * plan.vae_factor
+        self.cond, self.uncond, self.regions = _conditioning(plan, items)
+        if self.regions is not None and reused:
+            self.regions.source = ({}, ())
+        # 2. Bootstrapping (steps < B): each layer alone over a plain background, its mask centred in the view.
+        self.boot = _Bootstrap(plan, opts, items, m, bg_noise) if items.has_boot else None
+        # 4. Where no layer's step mask reaches, the background (section 2.3).
+        self.b = _uncovered(plan, self.steps_cpu, self.next_level - 1, opts.bootstrap_steps, dev)
+
+    def views(self, x: torch.Tensor, carried: torch.Tensor | None) -> Views:
+        """The items' input views of the slots' latents x [S, C, h, w] (and of the noise they carry)."""
+        tiling, items = self.plan.tiling, self.items
+        return Views(_views(x, tiling, items.slot, items.tile), items.step, self.plan.schedule, self.cond, self.crops,
+                     self.uncond, None if carried is None else _views(carried, tiling, items.slot, items.tile),
+                     self.regions)
+
+
+def prepare_step(plan: Plan, opts: StepOptions, steps: torch.Tensor, dev, bg_noise: torch.Tensor,
+                 reused: bool = False) -> StepLayout:
+    """The StepLayout of a step at step indices ``steps`` [S] (host) on ``plan``; ``reused``: for many steps."""
+    return StepLayout(plan, opts, steps, dev, bg_noise, reused)
+
+
 def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tensor, steps: torch.Tensor, *,
                 bg_noise: torch.Tensor, noise: torch.Tensor, draw: Callable | None = None,
-                carried: torch.Tensor | None = None) -> StepResult:
+                carried: torch.Tensor | None = None, layout: StepLayout | None = None) -> StepResult:
     """One step for S slots: x [S, C, h, w] at step indices ``steps`` [S].
 
     bg_noise [S or 1, C, h, w]: the noise the background carries. noise [S, C, h, w]: the fresh noise of the
     re-noising (section 2.4). draw(shape): more noise, for the naive baseline's per-view steps. carried
-    [S, C, h, w]: the noise each slot's latent carries (for self guidance).
+    [S, C, h, w]: the noise each slot's latent carries (for self guidance). layout: the step's StepLayout made
+    before (``prepare_step`` of the same plan, options, steps and bg_noise), or None to make it now.
     """
-    sched, dev, steps_cpu = plan.schedule, x.device, steps.cpu().long()
-    next_level = to_device(steps_cpu, dev) + 1
-    # 1. Items: every (slot, layer, tile) whose step mask is not empty, with its input view and weight.
-    idx = plan.item_index(steps_cpu, opts.bootstrap_steps)
-    if len(idx) == 0:   # no region has started yet (a photo with only soft or weak brushes): the background goes on
+    if layout is None:
+        layout = prepare_step(plan, opts, steps, x.device, bg_noise)
+    sched, next_level = plan.schedule, layout.next_level
+    if layout.count == 0:   # no region has started yet: the background goes on
         x0, eps = plan.z_bg.expand_as(x).clone(), bg_noise.expand_as(x).clone()
         return StepResult(x0, eps, sched.renoise(x0, eps, noise, next_level), 0)
-    items = _Items(idx, steps_cpu, plan.tiling.count, opts.bootstrap_steps, dev)
-    m = plan.mask_views[items.step, items.layer, items.tile]                   # [N, vh, vw]
-    weight = m * plan.tiling.weights.to(dev)[items.tile]
-    views = _item_views(plan, items, x, carried)
-    # 2. Bootstrapping (steps < B): each layer alone over a plain background, its mask centred in the view.
-    boot = _Bootstrap(plan, opts, items, m, bg_noise) if items.has_boot else None
+    items, boot, weight = layout.items, layout.boot, layout.weight
+    views = layout.views(x, carried)
     if boot is not None:
         views = boot.inputs(views)
     # 3. Every item through the denoiser, as one batch of views.
@@ -56,7 +96,7 @@ def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tens
     if boot is not None:
         x0, eps, weight = boot.outputs(x0, eps, weight)
     # 4. Aggregate per slot (section 2.2), blend the background (2.3), re-noise once (2.4).
-    agg = _Aggregate(plan, items, weight, x.shape[0], steps_cpu, next_level - 1, opts.bootstrap_steps, dev)
+    agg = _Aggregate(plan.tiling, items, weight, x.shape[0], layout.b)
     x0_agg = agg.blend(agg.mean(x0, plan.z_bg), plan.z_bg)
     eps_agg = agg.blend(agg.mean(eps, bg_noise), bg_noise)
     if opts.aggregation == "pre":
@@ -65,7 +105,7 @@ def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tens
         stepped = sched.renoise(x0, eps, draw(x0.shape), next_level[items.slot])
         bg_next = sched.renoise(plan.z_bg.expand_as(x), bg_noise.expand_as(x), None, next_level, eta=0.0)
         x_next = torch.where(agg.has, agg.blend(agg.mean(stepped, 0.0), bg_next), bg_next)
-    return StepResult(x0_agg, eps_agg, x_next, len(idx))
+    return StepResult(x0_agg, eps_agg, x_next, layout.count)
 
 
 class _Items:
@@ -90,26 +130,21 @@ class _Items:
             at += len(sel)
 
 
-def _item_views(plan: Plan, items: _Items, x: torch.Tensor, carried: torch.Tensor | None) -> Views:
-    """Each item's input view and conditioning: its layer's prompt rows (latent layout), or the plan's prompt slots
-    with per-pixel weights (attention layout: a bootstrapped layer reads its own slot alone, a whole view the slot
-    weights of its step and tile)."""
-    tiling, dev = plan.tiling, x.device
-    crops = tiling.origin_table(dev)[items.tile] * plan.vae_factor
-    x_in = _views(x, tiling, items.slot, items.tile)
-    carried = None if carried is None else _views(carried, tiling, items.slot, items.tile)
+def _conditioning(plan: Plan, items: _Items):
+    """(cond, uncond, regions) of the items: each item's layer's prompt rows (latent layout), or the plan's prompt
+    slots with per-pixel weights (attention layout: a bootstrapped layer reads its own slot alone, a whole view the
+    slot weights of its step and tile)."""
     if plan.regions is None:
         def rows(cond):
             return None if cond is None else {k: v[items.layer.to(v.device)] for k, v in cond.items()}
-        return Views(x_in, items.step, plan.schedule, rows(plan.cond), crops, rows(plan.uncond), carried)
+        return rows(plan.cond), rows(plan.uncond), None
     r = plan.regions
     whole = r.weight_views[items.step, :, items.tile]                               # [N, S, vh, vw]
     alone = F.one_hot(r.slot_of_layer[items.layer.clamp(max=plan.layers - 1)], r.slots).to(whole.dtype)
     weights = torch.where((items.layer < plan.layers).view(-1, 1, 1, 1), alone[..., None, None], whole)
     layer = items.layer_cpu
     slot = torch.where(layer < plan.layers, r.slot_of_layer_cpu[layer.clamp(max=plan.layers - 1)], -1)
-    return Views(x_in, items.step, plan.schedule, {}, crops, None, carried,
-                 Regions(weights, r.prompts, r.negatives, alone=slot))
+    return {}, None, Regions(weights, r.prompts, r.negatives, alone=slot)
 
 
 def _views(t: torch.Tensor, tiling: Tiling, slot: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
@@ -133,7 +168,7 @@ class _Bootstrap:
         self.bg_clean = mix * _views(plan.z_white, tiling, slot, tile) + (1 - mix) * _views(plan.z_bg, tiling, slot,
                                                                                             tile)
         self.bg_noisy = plan.schedule.renoise(self.bg_clean, _views(bg_noise, tiling, slot, tile), None, steps, eta=0.0)
-        self.shift = _centering_shift(self.mask) if opts.centering else None
+        self.shift = _Shift(*_centering_shift(self.mask), *self.mask.shape[1:]) if opts.centering else None
 
     def inputs(self, views: Views) -> Views:
         """5.2 outside its mask a layer sees the bootstrap background; 5.3 shifted so its mask box is centred."""
@@ -142,19 +177,18 @@ class _Bootstrap:
         x[sel] = mb * x[sel] + (1 - mb) * self.bg_noisy
         carried = views.carried
         if self.shift is not None:
-            x[sel] = _roll(x[sel], *self.shift)
+            x[sel] = self.shift.forward(x[sel])
             if carried is not None:
                 carried = carried.clone()
-                carried[sel] = _roll(carried[sel], *self.shift)
+                carried[sel] = self.shift.forward(carried[sel])
         return replace(views, x=x, carried=carried)
 
     def outputs(self, x0: torch.Tensor, eps: torch.Tensor, weight: torch.Tensor):
         """Shift the predictions back; 5.4 leak suppression down-weights what still looks like the background."""
         sel = self.sel
         if self.shift is not None:
-            dy, dx = self.shift
-            x0[sel] = _roll(x0[sel], -dy, -dx)
-            eps[sel] = _roll(eps[sel], -dy, -dx)
+            x0[sel] = self.shift.back(x0[sel])
+            eps[sel] = self.shift.back(eps[sel])
         if self.opts.leak_sensitivity is not None:
             dist = (x0[sel] - self.bg_clean).pow(2).mean(1)
             weight = weight.clone()
@@ -162,22 +196,26 @@ class _Bootstrap:
         return x0, eps, weight
 
 
+def _uncovered(plan: Plan, steps_cpu: torch.Tensor, steps: torch.Tensor, boot_steps: int, dev) -> torch.Tensor:
+    """[S, 1, h, w]: b = where no layer's step mask reaches (1) or where they all do (0), per slot (section 2.3); in
+    the attention layout a slot past bootstrapping counts as its whole views."""
+    cover = plan.coverage[to_device(steps_cpu, plan.coverage.device)].to(dev)
+    if plan.regions is not None:
+        whole = (steps >= boot_steps).view(-1, 1, 1, 1)
+        regions_cover = plan.regions.coverage[to_device(steps_cpu, plan.regions.coverage.device)].to(dev)
+        cover = torch.where(whole, regions_cover, cover)
+    return (1 - cover).clamp(0, 1)
+
+
 class _Aggregate:
     """Weighted means of item predictions per slot (section 2.2) and the background blend (2.3)."""
 
-    def __init__(self, plan: Plan, items: _Items, weight: torch.Tensor, slots: int, steps_cpu: torch.Tensor,
-                 steps: torch.Tensor, boot_steps: int, dev):
-        self.tiling, self.items, self.slots = plan.tiling, items, slots
+    def __init__(self, tiling: Tiling, items: _Items, weight: torch.Tensor, slots: int, b: torch.Tensor):
+        self.tiling, self.items, self.slots, self.b = tiling, items, slots, b
         self.w4 = weight.unsqueeze(1)
         den = self._scatter(self.w4)
         self.has = den > 1e-8
         self.safe = den.clamp_min(1e-8)
-        cover = plan.coverage[to_device(steps_cpu, plan.coverage.device)].to(dev)
-        if plan.regions is not None:          # slots past bootstrapping count as whole views
-            whole = (steps >= boot_steps).view(-1, 1, 1, 1)
-            regions_cover = plan.regions.coverage[to_device(steps_cpu, plan.regions.coverage.device)].to(dev)
-            cover = torch.where(whole, regions_cover, cover)
-        self.b = (1 - cover).clamp(0, 1)      # where no layer's step mask reaches
 
     def _scatter(self, parts: torch.Tensor) -> torch.Tensor:
         """Sum item views [N, C, vh, vw] back onto [slots, C, h, w] canvases."""
@@ -195,11 +233,24 @@ class _Aggregate:
         return (1 - self.b) * value + self.b * background
 
 
-def _roll(t: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    """Per-item circular shift of [N, C, H, W] by (dy[n], dx[n]) pixels, like torch.roll for each item."""
+class _Shift:
+    """Per-item circular shifts of [N, C, H, W] by (dy[n], dx[n]) pixels and back, like torch.roll for each item;
+    the gather indices are made once."""
+
+    def __init__(self, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int):
+        rows, cols = torch.arange(h, device=dy.device)[None], torch.arange(w, device=dx.device)[None]
+        self._there = ((rows - dy[:, None]) % h, (cols - dx[:, None]) % w)
+        self._back = ((rows + dy[:, None]) % h, (cols + dx[:, None]) % w)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return _gather_rows_cols(t, *self._there)
+
+    def back(self, t: torch.Tensor) -> torch.Tensor:
+        return _gather_rows_cols(t, *self._back)
+
+
+def _gather_rows_cols(t: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
     n, c, h, w = t.shape
-    iy = (torch.arange(h, device=t.device)[None] - dy[:, None]) % h
-    ix = (torch.arange(w, device=t.device)[None] - dx[:, None]) % w
     t = t.gather(2, iy[:, None, :, None].expand(n, c, h, w))
     return t.gather(3, ix[:, None, None, :].expand(n, c, h, w))
 

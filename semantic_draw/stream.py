@@ -26,7 +26,7 @@ from .noise import NoiseSource
 from .oneshot import initial_latent
 from .plan import Plan, PlanBuilder
 from .options import StepOptions
-from .sampler import region_step
+from .sampler import StepLayout, prepare_step, region_step
 from .sharing import Slots
 from .transfer import to_device
 
@@ -76,6 +76,8 @@ class StreamSession:
         self.plan: Plan | None = None
         self._inflight: torch.Tensor | None = None   # [T-1, C, h, w] latents at steps 1 .. T-1
         self._carried: torch.Tensor | None = None    # [T-1, C, h, w] the noise each of them carries
+        self._steady: StepLayout | None = None       # the steady frame's step layout (plan and seed fixed)
+        self._fresh: torch.Tensor | None = None      # [1, C, h, w] the latent entering at step 0 (plan and seed)
         self._apply(builder.check(scene))
         self.set_seed(seed)
 
@@ -140,10 +142,12 @@ class StreamSession:
             self._noise = noise
             self._bg_noise = noise.draw((1,) + shape[1:])
             self._slot_noise = noise.draw(shape)
+            self._steady = self._fresh = None
 
     def _apply(self, scene) -> None:
         self.plan = self.builder.build(scene)
         self.scene = scene
+        self._steady = self._fresh = None
 
     # -- frames --------------------------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -161,7 +165,9 @@ class StreamSession:
             self._check_open()
             start, calls, items = time.perf_counter(), self.counts.calls, self.counts.items
             plan, T = self.plan, self.schedule.steps
-            fresh = initial_latent(plan, self._bg_noise, self.scene.background.image is not None)
+            if self._fresh is None:   # the same every frame until the background or the seed changes
+                self._fresh = initial_latent(plan, self._bg_noise, self.scene.background.image is not None)
+            fresh = self._fresh
             if self._inflight is None:
                 latent = self._fill(fresh)
             else:
@@ -181,8 +187,13 @@ class StreamSession:
             most = self.plan.most_items(torch.arange(self.schedule.steps), self.opts.bootstrap_steps)  # every call
             self._padded.minimum = most * (2 if self.opts.guidance_mode == "full" else 1)  # of a stream, one shape
             self._padded_for = self.plan
+        layout = None
+        if len(steps) == self.schedule.steps:   # a steady frame: its layout is made once per plan and seed
+            if self._steady is None:
+                self._steady = prepare_step(self.plan, self.opts, steps, x.device, self._bg_noise, reused=True)
+            layout = self._steady
         return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,
-                           draw=self._noise.draw, carried=carried)
+                           draw=self._noise.draw, carried=carried, layout=layout)
 
     def _fill(self, x: torch.Tensor) -> torch.Tensor:
         """First frame: one latent walks through every step; its intermediate latents become the slots in flight."""
@@ -304,7 +315,7 @@ class StreamSession:
         with self._lock:
             self.closed = True
             self.plan = None
-            self._inflight = self._carried = self._bg_noise = self._slot_noise = None
+            self._inflight = self._carried = self._bg_noise = self._slot_noise = self._steady = self._fresh = None
             self.builder.clear()
 
     def __enter__(self):

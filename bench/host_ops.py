@@ -1,0 +1,106 @@
+"""Tensor operations a steady stream frame dispatches outside the network and the decoder: the host work that a GPU
+frame waits on when the network itself is fast (each operation is a Python call, most of them a kernel launch).
+
+    python bench/host_ops.py                      # tiny-sd15, -sdxl, -sd3; both region layouts; 1, 3, 8 brushes
+    python bench/host_ops.py --size 256 --tile-size 128   # a tiled canvas (9 views a slot)
+
+Counted with a TorchDispatchMode over one steady frame (after two), every aten operation once; the counts do not
+depend on the machine. "layout per frame" remakes the step's layout (items, masks, crops, conditioning, bootstrap
+shifts, background blend) every frame, as the stream did before it kept one per plan and seed; "layout kept" is
+the stream as it is. Both in one run, on the same sessions.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from bench.common import markdown_table, write_outputs  # noqa: E402
+from bench.stream import synthetic_scene  # noqa: E402
+from semantic_draw import SemanticDraw  # noqa: E402
+from semantic_draw.denoiser import Wrapper  # noqa: E402
+
+VIEWS = {"aten.view.default", "aten.unsqueeze.default", "aten.slice.Tensor", "aten.expand.default",
+         "aten.alias.default", "aten.select.int", "aten.detach.default", "aten._unsafe_view.default",
+         "aten.transpose.int", "aten.permute.default", "aten.squeeze.dim", "aten.t.default"}
+
+
+class Counter(TorchDispatchMode):
+    """Counts the aten operations dispatched while it is active and not inside the network or the decoder."""
+
+    def __init__(self):
+        super().__init__()
+        self.outside = self.views = 0
+        self.depth = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.depth == 0:
+            self.outside += 1
+            self.views += str(func) in VIEWS
+        return func(*args, **(kwargs or {}))
+
+
+class Inside(Wrapper):
+    """Marks the network's calls, so that the counter leaves them out."""
+
+    def __init__(self, inner, counter: Counter):
+        super().__init__(inner)
+        self.counter = counter
+
+    def predict(self, views):
+        self.counter.depth += 1
+        try:
+            return self.inner.predict(views)
+        finally:
+            self.counter.depth -= 1
+
+
+def count_frame(session, counter: Counter, remake: bool) -> tuple[int, int]:
+    if remake:
+        session._steady = None       # the layout is made again inside this frame
+    counter.outside = counter.views = 0
+    with counter:
+        session.next_frame(output="latent")
+    return counter.outside, counter.views
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="tiny-sd15,tiny-sdxl,tiny-sd3")
+    parser.add_argument("--layers", default="1,3,8")
+    parser.add_argument("--size", type=int, default=128, help="canvas side in px")
+    parser.add_argument("--tile-size", type=int, default=None,
+                        help="view size in px (default: the canvas, one view, as SD1.5's 768 px tile on 512x512)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    headers = ["preset", "regions", "brushes", "ops, layout per frame (views)", "ops, layout kept (views)",
+               "kept / per frame"]
+    rows = []
+    for preset in args.presets.split(","):
+        model = SemanticDraw.from_preset(preset)
+        counter = Counter()
+        model.network = Inside(model.network, counter)
+        for regions in ("latent", "attention"):
+            for n in [int(v) for v in args.layers.split(",")]:
+                scene = synthetic_scene(n, args.size, args.size)
+                with model.stream(scene, seed=0, regions=regions, tile_size=args.tile_size or args.size) as session:
+                    for _ in range(2):
+                        session.next_frame(output="latent")
+                    per_frame, per_frame_views = count_frame(session, counter, remake=True)
+                    kept, kept_views = count_frame(session, counter, remake=False)
+                rows.append([preset, regions, n, f"{per_frame} ({per_frame_views})", f"{kept} ({kept_views})",
+                             f"{kept / per_frame:.2f}"])
+                print(markdown_table(headers, rows[-1:]).splitlines()[-1], flush=True)
+    table = markdown_table(headers, rows)
+    print("\n" + table)
+    write_outputs(args.out, "host_ops", table)
+
+
+if __name__ == "__main__":
+    main()

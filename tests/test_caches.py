@@ -1,0 +1,125 @@
+"""What is made once and reused, and that reusing it changes no image: a stream's step layout (once per plan and
+seed, not per frame), one-shot calls' prompt rows (a model-wide LRU bounded in bytes), the white canvas's latent (once
+per model)."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from scenes import rect_scene
+from semantic_draw import SemanticDraw
+from semantic_draw import stream as stream_module
+from semantic_draw.plan import PromptCache
+
+THREE = [("a red apple", (8, 8, 40, 40)), ("a blue cup", (24, 24, 60, 60)), ("a pear", (0, 30, 30, 64))]
+
+
+def test_a_stream_makes_its_step_layout_once_per_plan_and_seed(monkeypatch):
+    made = []
+    prepare = stream_module.prepare_step
+    monkeypatch.setattr(stream_module, "prepare_step", lambda *a, **k: made.append(1) or prepare(*a, **k))
+    model = SemanticDraw.from_preset("tiny-sd15")
+    with model.stream(rect_scene(64, 64, THREE), seed=0) as session:
+        for _ in range(6):
+            session.next_frame(output="latent")
+        assert len(made) == 1                          # the filling frame makes none; five steady frames share one
+        session.edit_layer(1, prompt="a green cup")
+        session.next_frame(output="latent")
+        session.next_frame(output="latent")
+        assert len(made) == 2                          # a new plan, a new layout
+        session.set_seed(7)
+        session.next_frame(output="latent")
+        assert len(made) == 3                          # new noise: the bootstrap background is noised anew
+
+
+@pytest.mark.parametrize("preset", ["tiny-sd15", "tiny-sd3"])
+def test_kept_layouts_give_the_frames_of_layouts_made_every_frame(preset):
+    model = SemanticDraw.from_preset(preset)
+    scene = rect_scene(64, 64, THREE)
+    for regions in ("latent", "attention"):
+        kept, remade = model.stream(scene, seed=3, regions=regions), model.stream(scene, seed=3, regions=regions)
+        for k in range(6):
+            if k == 3:
+                for s in (kept, remade):
+                    s.edit_layer(0, prompt="a yellow apple", mask_blur=2.0)
+            remade._steady = None                     # made again inside the frame
+            assert torch.equal(kept.next_frame(output="latent"), remade.next_frame(output="latent"))
+
+
+@pytest.mark.parametrize("preset", ["tiny-sd15", "tiny-sdxl", "tiny-sd3"])
+def test_a_stream_in_the_attention_layout_makes_its_network_context_once_per_layout(preset):
+    model = SemanticDraw.from_preset(preset)
+    made = []
+    context = model.backbone.region_context
+    model.backbone.region_context = lambda *a: made.append(1) or context(*a)
+    with model.stream(rect_scene(64, 64, THREE), seed=0, regions="attention") as session:
+        session.next_frame(output="latent")              # the filling frame: one context per step
+        filling = len(made)
+        for _ in range(4):
+            session.next_frame(output="latent")
+        assert len(made) == filling + 1                  # four steady frames, one context
+        session.edit_layer(2, prompt="a plum")
+        session.next_frame(output="latent")
+        assert len(made) == filling + 2
+    model.generate(rect_scene(64, 64, THREE), seed=0, regions="attention", output="latent")
+    steps = model.schedule(model.settings).steps   # a one-shot keeps none: one context a step (SD3's first step has
+    mixed = steps - 1 if model.family == "sd3" else steps   # only bootstrapped brushes, which need no context)
+    assert len(made) == filling + 2 + mixed
+
+
+def test_one_shots_share_prompt_rows_and_the_white_latent_and_images_stay_the_same():
+    model = SemanticDraw.from_preset("tiny-sd15")
+    scene = rect_scene(64, 64, THREE)
+    first = model.generate(scene, seed=1, output="latent")
+    encoded, whites = model.caches.prompts.encoded, model.caches.whites_encoded
+    again = model.generate(scene, seed=1, output="latent")
+    assert torch.equal(first, again)
+    assert model.caches.prompts.encoded == encoded and model.caches.whites_encoded == whites == 1
+    other = rect_scene(64, 64, THREE[:2] + [("a plum", (0, 30, 30, 64))])
+    model.generate(other, seed=1, output="latent")
+    assert model.caches.prompts.encoded == encoded + 1           # only the new prompt
+    with model.stream(scene, seed=0) as session:                 # a stream keeps its own prompts...
+        session.next_frame(output="latent")
+        assert session.prompts is not model.caches.prompts and session.prompts.encoded > 0
+    assert model.caches.whites_encoded == 1                      # ... and shares the white latent
+    fresh = SemanticDraw.from_preset("tiny-sd15")                # the same weights, nothing cached
+    assert torch.equal(fresh.generate(other, seed=1, output="latent"), model.generate(other, seed=1, output="latent"))
+
+
+def test_the_prompt_cache_is_bounded_in_bytes_and_count_and_keeps_the_newest():
+    def encode(prompts):
+        return {"embeds": torch.ones(len(prompts), 10, 25)}     # 1000 bytes a prompt
+    cache = PromptCache(encode, max_size=100, max_bytes=5000)
+    for k in range(20):
+        cache.get([f"prompt {k}"])
+    assert len(cache) == 5 and cache.bytes == 5000
+    encoded = cache.encoded
+    cache.get(["prompt 19", "prompt 15"])                        # still there
+    assert cache.encoded == encoded
+    cache.get(["prompt 0"])                                      # long gone
+    assert cache.encoded == encoded + 1
+    rows = cache.get([f"new {k}" for k in range(8)])             # one call larger than the budget still gets its rows
+    assert rows["embeds"].shape[0] == 8 and cache.bytes <= 5000
+    small = PromptCache(encode, max_size=3, max_bytes=10 ** 9)
+    for k in range(10):
+        small.get([f"p{k}"])
+    assert len(small) == 3
+
+
+def test_one_shots_on_threads_share_the_cache_and_each_gets_its_own_image():
+    model = SemanticDraw.from_preset("tiny-sd15")
+    scenes = [rect_scene(64, 64, [(f"thing {k}", (8, 8, 40, 40)), (f"thing {k + 1}", (24, 24, 60, 60))])
+              for k in range(4)]
+    alone = [SemanticDraw.from_preset("tiny-sd15").generate(s, seed=k, output="latent") for k, s in enumerate(scenes)]
+    got = [None] * 4
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, model.generate(scenes[k], seed=k,
+                                                                                     output="latent")))
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(torch.equal(a, b) for a, b in zip(got, alone))
+    assert model.caches.prompts.encoded <= 4 * 3 + 3 and len(model.caches.prompts) == 5 + 1   # 5 things + the bg

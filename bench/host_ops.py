@@ -5,9 +5,12 @@ frame waits on when the network itself is fast (each operation is a Python call,
     python bench/host_ops.py --size 256 --tile-size 128   # a tiled canvas (9 views a slot)
 
 Counted with a TorchDispatchMode over one steady frame (after two), every aten operation once; the counts do not
-depend on the machine. "layout per frame" remakes the step's layout (items, masks, crops, conditioning, bootstrap
-shifts, background blend) every frame, as the stream did before it kept one per plan and seed; "layout kept" is
-the stream as it is. Both in one run, on the same sessions.
+depend on the machine. Three ways to make the same frame, in one run on the same sessions:
+- "every slot, layout per frame": as the stream did before it kept anything (the frame after an edit still does):
+  every slot, the entering latent's included, and the step's layout (items, masks, crops, conditioning, bootstrap
+  shifts, background blend; the attention layout's network context) made inside the frame;
+- "in flight, layout per frame": the entering latent's step kept, the layout made inside the frame;
+- "in flight, layout kept": the stream as it is between edits.
 """
 from __future__ import annotations
 
@@ -60,9 +63,11 @@ class Inside(Wrapper):
             self.counter.depth -= 1
 
 
-def count_frame(session, counter: Counter, remake: bool) -> tuple[int, int]:
-    if remake:
+def count_frame(session, counter: Counter, layout: bool, entry: bool) -> tuple[int, int]:
+    if layout:
         session._steady = None       # the layout is made again inside this frame
+    if entry:
+        session._entry = None        # ... and every slot is computed
     counter.outside = counter.views = 0
     with counter:
         session.next_frame(output="latent")
@@ -79,8 +84,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    headers = ["preset", "regions", "brushes", "ops, layout per frame (views)", "ops, layout kept (views)",
-               "kept / per frame"]
+    headers = ["preset", "regions", "brushes", "every slot, layout per frame: ops (views)",
+               "in flight, layout per frame", "in flight, layout kept", "kept / every slot"]
     rows = []
     for preset in args.presets.split(","):
         model = SemanticDraw.from_preset(preset)
@@ -92,10 +97,12 @@ def main(argv=None):
                 with model.stream(scene, seed=0, regions=regions, tile_size=args.tile_size or args.size) as session:
                     for _ in range(2):
                         session.next_frame(output="latent")
-                    per_frame, per_frame_views = count_frame(session, counter, remake=True)
-                    kept, kept_views = count_frame(session, counter, remake=False)
-                rows.append([preset, regions, n, f"{per_frame} ({per_frame_views})", f"{kept} ({kept_views})",
-                             f"{kept / per_frame:.2f}"])
+                    whole = count_frame(session, counter, layout=True, entry=True)
+                    session.next_frame(output="latent")
+                    remade = count_frame(session, counter, layout=True, entry=False)
+                    kept = count_frame(session, counter, layout=False, entry=False)
+                rows.append([preset, regions, n, *(f"{ops} ({views})" for ops, views in (whole, remade, kept)),
+                             f"{kept[0] / whole[0]:.2f}"])
                 print(markdown_table(headers, rows[-1:]).splitlines()[-1], flush=True)
     table = markdown_table(headers, rows)
     print("\n" + table)

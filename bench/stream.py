@@ -52,6 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("--compiled-only", action="store_true",
                         help="with --compile: no eager rows, so that the first row's 'since process start' is a "
                              "restarted server's time to its first frame (on a warm --compile-cache)")
+    parser.add_argument("--painting", action="store_true",
+                        help="after each configuration's steady frames, as many frames with an edit before each "
+                             "(the top brush grows by a stroke: a new mask, a new plan), as while someone paints")
     parser.add_argument("--regions", default="latent,attention",
                         help="region layouts to compare, side by side: latent (one view per brush), attention")
     return parser.parse_args(argv)
@@ -94,7 +97,19 @@ def tile_size(args, height: int, width: int) -> int | None:
     return to_multiple(max(height, width), 16)
 
 
-def measure_stream(model, scene: Scene, args, tile, regions: str) -> dict:
+def strokes(scene: Scene, n: int) -> list[np.ndarray]:
+    """``n`` masks of the scene's top brush, each with one more short stroke than the one before."""
+    mask = scene.layers[-1].mask.copy()
+    h, w = mask.shape
+    out = []
+    for k in range(n):
+        y, x = (7 * k) % max(1, h - 4), (11 * k) % max(1, w - 4)
+        mask[y:y + 4, x:x + 4] = True
+        out.append(mask.copy())
+    return out
+
+
+def measure_stream(model, scene: Scene, args, tile, regions: str, painting: bool = False) -> dict:
     with clocked(model) as clock:
         (session, first) = timed(lambda: model.stream(scene, seed=args.seed, tile_size=tile, regions=regions),
                                  model.device)
@@ -106,9 +121,17 @@ def measure_stream(model, scene: Scene, args, tile, regions: str) -> dict:
         clock.take()
         model.counts.reset()
         times, parts = [], []
+        masks = strokes(scene, args.frames) if painting else [None] * args.frames
+        top = len(scene.layers) - 1
+
+        def frame(mask):
+            if mask is not None:            # the edit's cost (a new plan) is part of the frame
+                session.edit_layer(top, mask=mask)
+            return session.next_frame()
+
         with PeakMemory(model.device) as mem:
-            for _ in range(args.frames):
-                _, seconds = timed(session.next_frame, model.device)
+            for mask in masks:
+                _, seconds = timed(lambda: frame(mask), model.device)
                 times.append(seconds)
                 parts.append(clock.take("model", "decode"))
         slots = session.schedule.steps
@@ -116,7 +139,8 @@ def measure_stream(model, scene: Scene, args, tile, regions: str) -> dict:
     total = sum(times)
     model_s = sum(p["model"] for p in parts)
     decode_s = sum(p["decode"] for p in parts)
-    return dict(path="compiled" if model.compiled else "eager", first=first, since_start=since_start,
+    return dict(path=("compiled" if model.compiled else "eager") + (", painting" if painting else ""), first=first,
+                since_start=since_start,
                 regions=regions, brushes=len(scene.layers), slots=slots, fps=len(times) / total, median=median(times),
                 p90=percentile(times, 90), model=model_s / total, decode=decode_s / total,
                 other=max(0.0, 1 - (model_s + decode_s) / total), calls=model.calls / len(times),
@@ -189,6 +213,11 @@ def main(argv=None) -> None:
                 row = measure_stream(model, scene, args, tile, regions)
                 row["oneshot"] = measure_oneshot(model, scene, args, tile, regions) if args.oneshot_repeats else None
                 rows.append(row)
+                if args.painting:
+                    painted = measure_stream(model, scene, args, tile, regions, painting=True)
+                    painted["oneshot"] = None
+                    rows.append(painted)
+                    print(f"  {path}, {n} brushes, {regions}, painting: {painted['fps']:.2f} frames/s", flush=True)
                 sync(model.device)
                 oneshot = f"; one-shot {row['oneshot']['time']:.3f} s" if row["oneshot"] else ""
                 print(f"  {path}, {n} brushes, {regions}: {row['fps']:.2f} frames/s, median "

@@ -2,6 +2,10 @@
 
 T latents are in flight, one per step. Each frame is ONE batched model call over every (slot, tile, layer) item:
 a fresh latent enters at step 0, every slot advances one step, and the slot that finishes is decoded (tiny VAE).
+The latent that enters is the same every frame, with the same noise, until the plan or the seed changes, so its step
+is computed by the first frame after a change and kept: the frames in between call the network for the T - 1 slots
+in flight only (the same frames, fewer items; in the attention layout the bootstrapped brushes' items go entirely).
+The step layout of those frames (items, masks, crops, conditioning) is made once per plan and seed as well.
 A session depends on three things only: a denoiser (the model's chain), a plan builder (its own caches) and a
 decoder. It owns its latents, noise and lock; the weights behind the three are shared with other sessions.
 Edits (``update``) take effect at the next frame without re-filling the pipeline and recompute only what changed.
@@ -78,6 +82,8 @@ class StreamSession:
         self._carried: torch.Tensor | None = None    # [T-1, C, h, w] the noise each of them carries
         self._steady: StepLayout | None = None       # the steady frame's step layout (plan and seed fixed)
         self._fresh: torch.Tensor | None = None      # [1, C, h, w] the latent entering at step 0 (plan and seed)
+        self._entry: tuple | None = None             # (x0, x_next) of its step, the same every frame (plan and seed)
+        self._most = (0, 0)                          # compiled: the padded batch of a whole frame, of the slots in flight
         self._apply(builder.check(scene))
         self.set_seed(seed)
 
@@ -142,12 +148,12 @@ class StreamSession:
             self._noise = noise
             self._bg_noise = noise.draw((1,) + shape[1:])
             self._slot_noise = noise.draw(shape)
-            self._steady = self._fresh = None
+            self._steady = self._fresh = self._entry = None
 
     def _apply(self, scene) -> None:
         self.plan = self.builder.build(scene)
         self.scene = scene
-        self._steady = self._fresh = None
+        self._steady = self._fresh = self._entry = None
 
     # -- frames --------------------------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -170,25 +176,51 @@ class StreamSession:
             fresh = self._fresh
             if self._inflight is None:
                 latent = self._fill(fresh)
-            else:
+            elif self._entry is None:     # after an edit or a new seed: every slot, the entering latent's included
                 x = torch.cat([fresh, self._inflight])
                 carried = torch.cat([self._bg_noise, self._carried]) if self._self_guided else None
                 res = self._step(x, torch.arange(T), self._slot_noise, carried)
+                self._remember_entry(res.x0[:1], res.x_next[:1])
                 self._keep(res.x0[:T - 1], res.x_next[:T - 1], torch.arange(1, T))
                 latent = res.x0[T - 1:]
+            elif T == 1:                  # one step: the frame is the entering latent's, made already
+                latent = self._entry[0]
+            else:                         # the entering latent's step is kept: the slots in flight only
+                res = self._step(self._inflight, torch.arange(1, T), self._slot_noise[1:],
+                                 self._carried if self._self_guided else None)
+                entry_x0, entry_next = self._entry
+                self._keep(torch.cat([entry_x0, res.x0[:T - 2]]), torch.cat([entry_next, res.x_next[:T - 2]]),
+                           torch.arange(1, T))
+                latent = res.x0[T - 2:]
             self.frames += 1
             image = latent if output == "latent" else self.decoder(latent, tiny=self.tiny_decode)
             self._last = {"calls": self.counts.calls - calls, "items": self.counts.items - items,
                           "seconds": time.perf_counter() - start}
         return image
 
+    def _remember_entry(self, x0: torch.Tensor, x_next: torch.Tensor) -> None:
+        """Keep the step of the latent that enters at step 0: it is the same latent with the same noise every frame
+        (``_fresh``, ``_slot_noise[0]``) until the plan or the seed changes, so its step gives the same result every
+        frame (a naive step draws new noise for each view: nothing is kept then)."""
+        if self.opts.aggregation == "pre":
+            self._entry = (x0, x_next)
+
     def _step(self, x, steps, noise, carried):
-        if self._padded is not None and self._padded_for is not self.plan:   # once per plan, not per frame:
-            most = self.plan.most_items(torch.arange(self.schedule.steps), self.opts.bootstrap_steps)  # every call
-            self._padded.minimum = most * (2 if self.opts.guidance_mode == "full" else 1)  # of a stream, one shape
-            self._padded_for = self.plan
+        """region_step for the slots at ``steps``: every slot (0 .. T-1), the slots in flight (1 .. T-1), or one step
+        of the filling frame. For a compiled network a call with a slot at step 0 is padded to the most items a whole
+        frame can have, any other to the most the slots in flight can have: two shapes per plan. The layout of the
+        frequent call (the slots in flight) is made once per plan and seed."""
+        T = self.schedule.steps
+        in_flight = bool((steps >= 1).all())          # no slot at step 0: the shape of the slots in flight
+        if self._padded is not None:
+            if self._padded_for is not self.plan:   # once per plan, not per frame
+                factor = 2 if self.opts.guidance_mode == "full" else 1
+                self._most = tuple(factor * self.plan.most_items(s, self.opts.bootstrap_steps)
+                                   for s in (torch.arange(T), torch.arange(1, T)))
+                self._padded_for = self.plan
+            self._padded.minimum = self._most[1 if in_flight else 0]
         layout = None
-        if len(steps) == self.schedule.steps:   # a steady frame: its layout is made once per plan and seed
+        if in_flight and len(steps) == T - 1:
             if self._steady is None:
                 self._steady = prepare_step(self.plan, self.opts, steps, x.device, self._bg_noise, reused=True)
             layout = self._steady
@@ -202,6 +234,8 @@ class StreamSession:
         kept_x0, kept_next = [], []
         for i in range(T):
             res = self._step(x, torch.tensor([i]), self._slot_noise[i:i + 1], carried if self._self_guided else None)
+            if i == 0:
+                self._remember_entry(res.x0, res.x_next)
             kept_x0.append(res.x0)
             kept_next.append(res.x_next)
             if i + 1 < T:
@@ -315,7 +349,8 @@ class StreamSession:
         with self._lock:
             self.closed = True
             self.plan = None
-            self._inflight = self._carried = self._bg_noise = self._slot_noise = self._steady = self._fresh = None
+            self._inflight = self._carried = self._bg_noise = self._slot_noise = None
+            self._steady = self._fresh = self._entry = None
             self.builder.clear()
 
     def __enter__(self):

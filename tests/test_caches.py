@@ -26,26 +26,30 @@ def test_a_stream_makes_its_step_layout_once_per_plan_and_seed(monkeypatch):
             session.next_frame(output="latent")
         assert len(made) == 1                          # the filling frame makes none; five steady frames share one
         session.edit_layer(1, prompt="a green cup")
-        session.next_frame(output="latent")
-        session.next_frame(output="latent")
+        for _ in range(3):                             # a whole frame (made once), then steady ones
+            session.next_frame(output="latent")
         assert len(made) == 2                          # a new plan, a new layout
         session.set_seed(7)
-        session.next_frame(output="latent")
+        for _ in range(3):
+            session.next_frame(output="latent")
         assert len(made) == 3                          # new noise: the bootstrap background is noised anew
 
 
 @pytest.mark.parametrize("preset", ["tiny-sd15", "tiny-sd3"])
-def test_kept_layouts_give_the_frames_of_layouts_made_every_frame(preset):
+def test_kept_layouts_and_entry_steps_give_the_frames_of_ones_made_every_frame(preset):
     model = SemanticDraw.from_preset(preset)
     scene = rect_scene(64, 64, THREE)
     for regions in ("latent", "attention"):
-        kept, remade = model.stream(scene, seed=3, regions=regions), model.stream(scene, seed=3, regions=regions)
-        for k in range(6):
+        kept, remade, every = (model.stream(scene, seed=3, regions=regions) for _ in range(3))
+        for k in range(8):
             if k == 3:
-                for s in (kept, remade):
+                for s in (kept, remade, every):
                     s.edit_layer(0, prompt="a yellow apple", mask_blur=2.0)
-            remade._steady = None                     # made again inside the frame
-            assert torch.equal(kept.next_frame(output="latent"), remade.next_frame(output="latent"))
+            remade._steady = None                     # the layout made again inside the frame: the same batch
+            every._entry = None                       # every slot computed: another batch, equal up to rounding
+            frame = kept.next_frame(output="latent")
+            assert torch.equal(frame, remade.next_frame(output="latent")), (regions, k)
+            torch.testing.assert_close(frame, every.next_frame(output="latent"), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("preset", ["tiny-sd15", "tiny-sdxl", "tiny-sd3"])
@@ -61,12 +65,14 @@ def test_a_stream_in_the_attention_layout_makes_its_network_context_once_per_lay
             session.next_frame(output="latent")
         assert len(made) == filling + 1                  # four steady frames, one context
         session.edit_layer(2, prompt="a plum")
+        session.next_frame(output="latent")              # every slot: a context for this frame alone
+        session.next_frame(output="latent")              # the slots in flight: the steady frames' context
         session.next_frame(output="latent")
-        assert len(made) == filling + 2
+        assert len(made) == filling + 3
     model.generate(rect_scene(64, 64, THREE), seed=0, regions="attention", output="latent")
     steps = model.schedule(model.settings).steps   # a one-shot keeps none: one context a step (SD3's first step has
     mixed = steps - 1 if model.family == "sd3" else steps   # only bootstrapped brushes, which need no context)
-    assert len(made) == filling + 2 + mixed
+    assert len(made) == filling + 3 + mixed
 
 
 def test_one_shots_share_prompt_rows_and_the_white_latent_and_images_stay_the_same():

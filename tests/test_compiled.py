@@ -61,7 +61,7 @@ class Recorded(Wrapper):
         return self.inner.predict(views)
 
 
-def test_a_padded_stream_calls_the_network_with_one_batch_the_most_its_layout_can_have():
+def test_a_padded_stream_calls_the_network_with_two_batches_the_most_its_layout_can_have():
     three = rect_scene(64, 64, [("a red apple", (8, 8, 30, 30)), ("a cup", (34, 34, 60, 60)),
                                 ("a pear", (8, 34, 30, 60))], background_prompt="a table")
     shapes = {}
@@ -78,9 +78,11 @@ def test_a_padded_stream_calls_the_network_with_one_batch_the_most_its_layout_ca
             session.edit_layer(2, mask=wiped)                                     # a brush mostly wiped: same shape
             for _ in range(2):
                 session.next_frame(output="latent")
-            most = session.plan.most_items(torch.arange(session.schedule.steps), session.opts.bootstrap_steps)
-        assert set(recorded.sizes) == {most}, (regions, recorded.sizes)
-        shapes[regions] = most
+            T, boot = session.schedule.steps, session.opts.bootstrap_steps
+            whole = session.plan.most_items(torch.arange(T), boot)           # a frame with a slot at step 0
+            in_flight = session.plan.most_items(torch.arange(1, T), boot)    # the slots in flight
+        assert set(recorded.sizes) == {whole, in_flight}, (regions, recorded.sizes)
+        shapes[regions] = in_flight
     assert shapes["latent"] > shapes["attention"]       # the attention layout: one whole view per slot
 
 
@@ -109,8 +111,8 @@ def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing
     with model.stream(scene, seed=0) as session:
         got = [session.next_frame(output="latent") for _ in range(3)]
         compiles = model.compiled.compiles
-        assert compiles == 1                  # the filling frame's calls are padded to the steady frame's shape
-        assert len({s[0] for s in model.compiled.shapes}) == 1
+        assert compiles == 2                  # a frame with a slot at step 0, and the slots in flight
+        assert len({s[0] for s in model.compiled.shapes}) == 2
         for _ in range(3):
             session.next_frame(output="latent")
         assert model.compiled.compiles == compiles                   # the second frame on: no recompilation

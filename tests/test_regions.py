@@ -129,15 +129,20 @@ def test_items_per_frame_after_bootstrapping_are_one_per_slot_and_tile(brushes):
             with model.stream(scene, seed=0, regions="attention", bootstrap_steps=boot) as session:
                 for _ in range(3):
                     session.next_frame(output="latent")
+                steady = session.stats()             # the slots in flight, all past bootstrapping: one view each
+                slots = steady["slots"]
+                assert steady["calls_last_frame"] == 1 and steady["regions"] == "attention"
+                assert steady["items_last_frame"] == (slots - 1) * tiles, (size, boot, steady)
+                session.edit_layer(0, prompt="a new thing")
+                session.next_frame(output="latent")  # an edit: every slot, the bootstrapped one's brushes alone
                 stats = session.stats()
-                slots = stats["slots"]
                 boot_items = int(session.plan.nonempty[0, :session.plan.layers].sum()) if boot else 0
-                assert stats["calls_last_frame"] == 1 and stats["regions"] == "attention"
+                assert stats["calls_last_frame"] == 1
                 assert stats["items_last_frame"] == (slots - boot) * tiles + boot_items, (size, boot, stats)
             with model.stream(scene, seed=0, bootstrap_steps=boot) as latent_session:
                 latent_session.next_frame(output="latent")
                 latent_session.next_frame(output="latent")
-                assert latent_session.stats()["items_last_frame"] > stats["items_last_frame"] or brushes == 1
+                assert latent_session.stats()["items_last_frame"] > steady["items_last_frame"]
 
 
 def test_attention_streams_follow_live_edits_and_come_back(model):
@@ -189,8 +194,12 @@ def test_sd3_bootstrapped_brushes_take_the_plain_path_in_a_call_of_their_own():
     with model.stream(scene, seed=0, regions="attention") as session:
         for _ in range(3):
             session.next_frame(output="latent")
+        steady = session.stats()                 # the slots in flight: whole views only, one call
+        session.edit_layer(0, prompt="a green apple")
+        session.next_frame(output="latent")      # every slot: the bootstrapped brushes in a call of their own
         stats = session.stats()
         boot = int(session.plan.nonempty[0, :session.plan.layers].sum())
+    assert steady["calls_last_frame"] == 1 and steady["items_last_frame"] == steady["slots"] - 1
     assert boot >= 1 and stats["calls_last_frame"] == 2 and stats["items_last_frame"] == (stats["slots"] - 1) + boot
     # the split changes nothing but the calls: the solo items' predictions are those of the regions path
     whole = model.generate(scene, seed=0, regions="attention", output="latent")

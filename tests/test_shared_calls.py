@@ -118,11 +118,11 @@ def test_calls_that_cannot_join_are_served_one_at_a_time():
 
 def test_joined_calls_stay_within_max_items():
     model = SemanticDraw.from_preset("tiny-sd15", share_calls=True)
-    model.shared.max_items = 8
-    sessions = _started(model, [rect_scene(64, 64)] * 3, [0, 1, 2])    # 4 slots x 2 layers = 8 views a frame
+    model.shared.max_items = 6
+    sessions = _started(model, [rect_scene(64, 64)] * 3, [0, 1, 2])    # 3 slots in flight x 2 layers: 6 views
     _, calls = _together(model, [lambda s=s: s.next_frame(output="latent") for s in sessions])
     assert calls == 3 and model.shared.joined == 0
-    model.shared.max_items = 16
+    model.shared.max_items = 12
     _, calls = _together(model, [lambda s=s: s.next_frame(output="latent") for s in sessions])
     assert calls == 2 and model.shared.joined == 1
 
@@ -147,7 +147,7 @@ def test_a_joined_call_that_fails_is_retried_one_caller_at_a_time_and_errors_sta
     alone = SemanticDraw.from_preset("tiny-sd15")
     scenes = [rect_scene(64, 64), rect_scene(64, 64, TWO_BRUSHES[:1])]
     own = [s.next_frame(output="latent") for s in _started(alone, scenes, [0, 1])]
-    model.network = failing = FailsAbove(model.network, limit=8)       # each frame alone fits, both do not
+    model.network = failing = FailsAbove(model.network, limit=6)       # each frame alone fits, both do not
     sessions = _started(model, scenes, [0, 1])
     frames, calls = _together(model, [lambda s=s: s.next_frame(output="latent") for s in sessions])
     assert calls == 3 and model.shared.joined == 0       # the joined try (out of memory), then each frame alone

@@ -47,10 +47,34 @@ def test_one_model_call_per_frame_whatever_the_number_of_layers(layers):
     backbone.calls.clear()
     frames(session, 6)
     assert len(backbone.calls) == 6
-    # every non-empty (slot, layer) item is in that one call
-    assert backbone.calls == [int(session.plan.nonempty[torch.arange(T)].sum())] * 6
-    assert backbone.calls[0] > T
+    # every non-empty (slot, layer) item of the slots in flight is in that one call; the entering latent's step
+    # was made by the filling frame and is the same every frame
+    in_flight = int(session.plan.nonempty[torch.arange(1, T)].sum())
+    assert backbone.calls == [in_flight] * 6 and in_flight >= T - 1
     assert model.calls == T + 6
+    session.edit_layer(0, prompt="a lighthouse")      # a new plan: the next frame computes every slot, once
+    backbone.calls.clear()
+    frames(session, 3)
+    assert backbone.calls == [int(session.plan.nonempty[torch.arange(T)].sum()), in_flight, in_flight]
+
+
+@pytest.mark.parametrize("mode", ["none", "full", "self"])
+def test_the_entering_latents_step_is_made_once_per_plan_and_seed_and_frames_are_the_same(mode):
+    """A new latent enters at step 0 every frame with the same noise until the plan or the seed changes, so the
+    session keeps that step's result: frames equal those of a session that computes it every frame."""
+    model, _ = noisy_model()
+    scene = scene_with(3)
+    kept = model.stream(scene, seed=4, guidance=3.0, guidance_mode=mode)
+    every = model.stream(scene, seed=4, guidance=3.0, guidance_mode=mode)
+    for k in range(3 * T):
+        if k == T:
+            for s in (kept, every):
+                s.edit_layer(1, prompt="a lighthouse", mask_blur=3.0)
+        if k == 2 * T:
+            for s in (kept, every):
+                s.set_seed(9)
+        every._entry = None                          # computed again inside the frame
+        assert torch.equal(kept.next_frame(output="latent"), every.next_frame(output="latent")), k
 
 
 def test_frames_are_reproducible_for_a_seed_and_differ_across_seeds():
@@ -207,7 +231,7 @@ def test_guidance_modes_in_the_stream():
         frames(session, 2)
         backbone.calls.clear()
         got[mode] = frames(session, 3)[-1]
-        items = int(session.plan.nonempty[torch.arange(T)].sum())
+        items = int(session.plan.nonempty[torch.arange(1, T)].sum())         # the slots in flight
         assert backbone.calls == [items * (2 if mode == "full" else 1)] * 3   # still one call per frame
     assert not torch.allclose(got["none"], got["full"])
     assert not torch.allclose(got["none"], got["self"])

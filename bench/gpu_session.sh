@@ -8,6 +8,9 @@
 #                                        # 1 and 16 brushes with the attention layout compiled (about 9 minutes)
 #   bash bench/gpu_session.sh fourth     # issue 10 on a GPU: the 4096x2048 one-shot under an 8 GiB cap, an injected
 #                                        # out-of-memory, users sharing calls (eager) (about 6 minutes)
+#   bash bench/gpu_session.sh fifth      # what changed on 2026-12-01, most valuable first (about 10 minutes): steady
+#                                        # frames (slots in flight only, kept layouts) against painting frames, eager
+#                                        # and compiled; the 4096x2048 memory rows; SDXL attention compiled
 #
 # Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
@@ -43,6 +46,17 @@ if [ "${1:-first}" = second ]; then
         --compile
     phase sd15-one-brush-compiled 95 python3 bench/stream.py --full-size --preset sd15 --layers 1 --regions latent \
         --frames 30 --oneshot-repeats 0 --compile
+    exit 0
+fi
+if [ "${1:-first}" = fifth ]; then
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    phase sd15-latent-3-compiled-painting 230 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
+        --regions latent --frames 20 --oneshot-repeats 2 --compile --painting
+    phase sd15-attention-8-compiled-painting 160 python3 bench/stream.py --full-size --preset sd15 --layers 8 \
+        --regions attention --frames 20 --oneshot-repeats 0 --compile --painting
+    phase memory-4096x2048 120 python3 bench/memory.py --full-size --preset sd15 --cap-gib 8 --inject-oom
+    phase sdxl-attention-3-compiled-painting 200 python3 bench/stream.py --full-size --preset sdxl --layers 3 \
+        --regions attention --frames 10 --oneshot-repeats 0 --compile --painting
     exit 0
 fi
 if [ "${1:-first}" = fourth ]; then

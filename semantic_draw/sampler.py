@@ -57,6 +57,15 @@ class StepLayout:
         # 4. Where no layer's step mask reaches, the background (section 2.3).
         self.b = _uncovered(plan, self.steps_cpu, self.next_level - 1, opts.bootstrap_steps, dev)
 
+    def aggregate(self, weight: torch.Tensor, slots: int, changed: bool) -> "_Aggregate":
+        """The weighted means of this step: made once when the weights are the layout's own (no bootstrapped item,
+        whose weight leak suppression changes with the prediction), else for ``weight``."""
+        if changed:
+            return _Aggregate(self.plan.tiling, self.items, weight, slots, self.b)
+        if getattr(self, "_aggregate", None) is None:
+            self._aggregate = _Aggregate(self.plan.tiling, self.items, self.weight, slots, self.b)
+        return self._aggregate
+
     def views(self, x: torch.Tensor, carried: torch.Tensor | None) -> Views:
         """The items' input views of the slots' latents x [S, C, h, w] (and of the noise they carry)."""
         tiling, items = self.plan.tiling, self.items
@@ -96,7 +105,7 @@ def region_step(denoiser: Denoiser, plan: Plan, opts: StepOptions, x: torch.Tens
     if boot is not None:
         x0, eps, weight = boot.outputs(x0, eps, weight)
     # 4. Aggregate per slot (section 2.2), blend the background (2.3), re-noise once (2.4).
-    agg = _Aggregate(plan.tiling, items, weight, x.shape[0], layout.b)
+    agg = layout.aggregate(weight, x.shape[0], changed=boot is not None)
     x0_agg = agg.blend(agg.mean(x0, plan.z_bg), plan.z_bg)
     eps_agg = agg.blend(agg.mean(eps, bg_noise), bg_noise)
     if opts.aggregation == "pre":

@@ -11,6 +11,8 @@ depend on the machine. Three ways to make the same frame, in one run on the same
   shifts, background blend; the attention layout's network context) made inside the frame;
 - "in flight, layout per frame": the entering latent's step kept, the layout made inside the frame;
 - "in flight, layout kept": the stream as it is between edits.
+Then one-shot generations of the same scenes: the first (the model's caches empty) against a repeated one (prompt
+rows, step masks and the white latent from the model's caches), the plan build's share in brackets.
 """
 from __future__ import annotations
 
@@ -106,7 +108,46 @@ def main(argv=None):
                 print(markdown_table(headers, rows[-1:]).splitlines()[-1], flush=True)
     table = markdown_table(headers, rows)
     print("\n" + table)
-    write_outputs(args.out, "host_ops", table)
+    oneshots = oneshot_rows(args)
+    print("\n" + oneshots)
+    write_outputs(args.out, "host_ops", table + "\n\n" + oneshots)
+
+
+def oneshot_rows(args) -> str:
+    from semantic_draw import plan as plan_module
+    headers = ["preset", "regions", "brushes", "first one-shot: ops (plan build)", "repeated one-shot",
+               "repeated / first"]
+    rows = []
+    build = plan_module.PlanBuilder.build
+    for preset in args.presets.split(","):
+        model = SemanticDraw.from_preset(preset)
+        counter = Counter()
+        model.network = Inside(model.network, counter)
+
+        def counted(builder, scene):
+            before = counter.outside
+            plan = build(builder, scene)
+            counted.ops = counter.outside - before
+            return plan
+
+        plan_module.PlanBuilder.build = counted
+        try:
+            for regions in ("latent", "attention"):
+                for n in [int(v) for v in args.layers.split(",")]:
+                    scene = synthetic_scene(n, args.size, args.size)
+                    got = []
+                    for _ in range(2):
+                        counter.outside = 0
+                        with counter:
+                            model.generate(scene, seed=0, regions=regions, output="latent",
+                                           tile_size=args.tile_size or args.size)
+                        got.append((counter.outside, counted.ops))
+                    model.caches = plan_module.SharedCaches(model.backbone, model._lock)   # empty for the next
+                    rows.append([preset, regions, n, f"{got[0][0]} ({got[0][1]})", f"{got[1][0]} ({got[1][1]})",
+                                 f"{got[1][0] / got[0][0]:.2f}"])
+        finally:
+            plan_module.PlanBuilder.build = build
+    return markdown_table(headers, rows)
 
 
 if __name__ == "__main__":

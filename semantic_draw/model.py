@@ -201,14 +201,14 @@ class SemanticDraw:
                               spacing=settings.spacing)
 
     def plan_builder(self, settings: SamplerSettings, opts: StepOptions, *, cover_alpha: float | None = None,
-                     tile_size: int | None = None, regions: str = "latent", share_prompts: bool = False,
+                     tile_size: int | None = None, regions: str = "latent", share: bool = False,
                      **cache_sizes) -> PlanBuilder:
-        """A PlanBuilder of this model. ``share_prompts``: prompt rows from the model's cache of recent one-shots
-        (a stream keeps a cache of its own, sized by its options)."""
+        """A PlanBuilder of this model. ``share``: prompt rows and step masks from the model's caches of recent
+        one-shots (a stream keeps caches of its own, sized by its options)."""
         builder = PlanBuilder(self.backbone, self.schedule(settings), lock=self._lock, quantize=settings.quantize,
                               cover_alpha=cover_alpha, tile_size=tile_size, with_uncond=opts.guidance_mode == "full",
                               max_pixels=self.max_pixels, layout=regions, shared=self.caches,
-                              share_prompts=share_prompts, **cache_sizes)
+                              share=share, **cache_sizes)
         if builder.layout == "attention":
             with self._lock:
                 self.backbone.install_region_attention()
@@ -267,7 +267,7 @@ class SemanticDraw:
             base = replace(base, quantize=quantize)
         settings, opts = method_settings(method, base, self.step_options(**step_overrides), self.spec)
         builder = self.plan_builder(settings, opts, cover_alpha=cover_alpha, tile_size=tile_size, regions=regions,
-                                    share_prompts=True)
+                                    share=True)
         plan = builder.build(scene)
         edit = scene.background.image is not None
         denoiser = for_options(self.denoiser, opts.guidance_mode, opts.guidance, opts.batch_size,

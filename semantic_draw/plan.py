@@ -191,6 +191,47 @@ def _nbytes(rows: Cond) -> int:
     return sum(v.numel() * v.element_size() for v in rows.values())
 
 
+MASK_CACHE_BYTES = 256 * 2 ** 20     # step masks one cache keeps at most (a 4096x2048 layer's: 2.6 MB)
+
+
+class TensorLRU:
+    """Tensors by key, the least recently used dropped first past ``max_items`` entries or ``max_bytes``; safe to
+    share between threads."""
+
+    def __init__(self, max_items: int, max_bytes: int):
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+        self._mutex = threading.Lock()
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        with self._mutex:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: torch.Tensor, keep: int = 0) -> None:
+        """Store ``value``; at least the ``keep`` newest entries stay, whatever the bounds."""
+        with self._mutex:
+            if key not in self._items:
+                self.bytes += value.numel() * value.element_size()
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > max(keep, 1) and (len(self._items) > max(self.max_items, keep)
+                                                       or self.bytes > self.max_bytes):
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._items.clear()
+            self.bytes = 0
+
+
 def encode_prompts(backbone: Backbone, lock, prompts: Sequence[str]) -> Cond:
     """Prompt rows of ``backbone``: tokenized outside the model's lock (CPU work), encoded under it."""
     tokens = backbone.tokenize(list(prompts))
@@ -209,12 +250,14 @@ def white_latent(backbone: Backbone, lock) -> torch.Tensor:
 
 
 class SharedCaches:
-    """What the plan builders of one model share: the prompt rows of recent one-shot calls (each call makes a builder
-    of its own, so a repeated prompt would be encoded again every call) and the white canvas's latent."""
+    """What the plan builders of one model share: the prompt rows and step masks of recent one-shot calls (each call
+    makes a builder of its own, so a repeated palette would be encoded and blurred again every call) and the white
+    canvas's latent."""
 
     def __init__(self, backbone: Backbone, lock, max_size: int = 256, max_bytes: int = PROMPT_CACHE_BYTES):
         self.backbone, self.lock = backbone, lock
         self.prompts = PromptCache(lambda prompts: encode_prompts(backbone, lock, prompts), max_size, max_bytes)
+        self.masks = TensorLRU(64, MASK_CACHE_BYTES)
         self._white: torch.Tensor | None = None
         self.whites_encoded = 0
 
@@ -279,7 +322,7 @@ class PlanBuilder:
                  quantize: str = "discrete", cover_alpha: float | None = None, tile_size: int | None = None,
                  with_uncond: bool = False, max_pixels: int | None = None, prompt_cache_size: int = 256,
                  mask_cache_size: int = 64, layout: str = "latent", shared: SharedCaches | None = None,
-                 share_prompts: bool = False):
+                 share: bool = False):
         if layout not in LAYOUTS:
             raise OptionError(f"Unknown region layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
         self.backbone, self.schedule, self.layout = backbone, schedule, layout
@@ -289,11 +332,13 @@ class PlanBuilder:
         self.tile_size = tile_size or backbone.tile_size
         self.with_uncond = with_uncond
         self.max_pixels = max_pixels
-        self.shared = shared
-        self.prompts = shared.prompts if shared is not None and share_prompts else PromptCache(
+        self.shared = shared        # the model's caches: the white latent always; with ``share``, prompts and masks
+        share = shared is not None and share
+        self.prompts = shared.prompts if share else PromptCache(
             lambda prompts: encode_prompts(self.backbone, self.lock, prompts), prompt_cache_size)
-        self._masks: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self.mask_cache_size = mask_cache_size
+        self._masks = shared.masks if share else TensorLRU(mask_cache_size, MASK_CACHE_BYTES)
+        self._mask_settings = (self.quantize, self.cover_alpha, tuple(schedule.noise_levels.tolist()),
+                               backbone.vae_factor)   # what else a layer's step masks depend on
         self.masks_computed = 0       # layers whose step masks were computed (the rest came from the cache)
         self._background: tuple | None = None   # (image digest or None, z_bg, z_white)
         self._tilings: dict[tuple[int, int], Tiling] = {}
@@ -365,16 +410,14 @@ class PlanBuilder:
         """[T, P, h, w]; a layer's masks are recomputed only when its mask, cover, blur or strength changed."""
         out = []
         for spec, cover in zip(specs, covers(specs)):
-            key = (digest(spec.mask), None if cover is None else digest(cover), spec.blur, spec.strength)
+            key = (self._mask_settings, digest(spec.mask), None if cover is None else digest(cover), spec.blur,
+                   spec.strength)
             steps = self._masks.get(key)
             if steps is None:
                 soft = soft_mask(spec, cover, self.cover_alpha, self.backbone.device, self.backbone.vae_factor)
                 steps = M.quantize(soft, self.schedule.noise_levels, self.quantize)
                 self.masks_computed += 1
-                self._masks[key] = steps
-                while len(self._masks) > max(self.mask_cache_size, len(specs)):
-                    self._masks.popitem(last=False)
-            self._masks.move_to_end(key)
+                self._masks.put(key, steps, keep=len(specs))
             out.append(steps)
         return torch.stack(out, 1)
 
@@ -404,6 +447,6 @@ class PlanBuilder:
         """Drop every cached tensor (a closed session); what the model's builders share stays."""
         if self.shared is None or self.prompts is not self.shared.prompts:
             self.prompts.clear()
-        self._masks.clear()
+            self._masks.clear()
         self._background = None
         self._tilings.clear()

@@ -75,14 +75,21 @@ def test_a_stream_in_the_attention_layout_makes_its_network_context_once_per_lay
     assert len(made) == filling + 3 + mixed
 
 
-def test_one_shots_share_prompt_rows_and_the_white_latent_and_images_stay_the_same():
+def test_one_shots_share_prompt_rows_masks_and_the_white_latent_and_images_stay_the_same(monkeypatch):
+    import semantic_draw.plan as plan_module
+    blurred = []
+    soft_mask = plan_module.soft_mask
+    monkeypatch.setattr(plan_module, "soft_mask", lambda *a: blurred.append(1) or soft_mask(*a))
     model = SemanticDraw.from_preset("tiny-sd15")
     scene = rect_scene(64, 64, THREE)
     first = model.generate(scene, seed=1, output="latent")
-    encoded, whites = model.caches.prompts.encoded, model.caches.whites_encoded
+    encoded, whites, masks = model.caches.prompts.encoded, model.caches.whites_encoded, len(blurred)
     again = model.generate(scene, seed=1, output="latent")
     assert torch.equal(first, again)
     assert model.caches.prompts.encoded == encoded and model.caches.whites_encoded == whites == 1
+    assert masks == 4 and len(blurred) == masks                  # background + 3 brushes, once
+    model.generate(scene, seed=1, output="latent", quantize="continuous")
+    assert len(blurred) == 2 * masks                             # other step masks: other settings, computed
     other = rect_scene(64, 64, THREE[:2] + [("a plum", (0, 30, 30, 64))])
     model.generate(other, seed=1, output="latent")
     assert model.caches.prompts.encoded == encoded + 1           # only the new prompt

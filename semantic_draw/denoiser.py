@@ -135,7 +135,7 @@ class Views:
             return None
         return (tuple(self.x.shape[1:]), self.x.dtype, str(self.x.device),
                 tuple((k, tuple(v.shape[1:]), v.dtype) for k, v in sorted(self.cond.items())),
-                self.schedule.name, tuple(self.schedule.timesteps.tolist()))
+                self.schedule.key)
 
     def with_negatives(self) -> "Views | None":
         """The views twice, negative prompts first (full CFG); None when there are no negative prompts."""

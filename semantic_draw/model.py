@@ -68,7 +68,7 @@ class SemanticDraw:
         self.counts = Counts()
         self.network: Denoiser = ModelDenoiser(backbone)   # wrap it to change how the network runs (timing, compile)
         self.decoder = Decoder(backbone, self._lock)
-        self.caches = SharedCaches(backbone, self._lock)   # one-shots' prompt rows, the white canvas's latent
+        self.caches = SharedCaches(backbone, self._lock)   # one-shots' prompt rows and masks, the white latent
         check_flag(share_calls, "share_calls")
         self.shared = CallPool() if share_calls else None   # shared_calls.py: callers waiting together, one call
         check_flag(compile, "compile")

@@ -140,88 +140,44 @@ def digest(array: np.ndarray) -> bytes:
 
 
 PROMPT_CACHE_BYTES = 256 * 2 ** 20   # prompt rows one cache keeps at most (SD3's rows are 5.4 MB a prompt)
-
-
-class PromptCache:
-    """Embeddings by prompt text (LRU, at most ``max_size`` prompts and ``max_bytes`` bytes); missing prompts are
-    encoded together in one batch. Safe to share between threads: the encoding runs outside its mutex (two callers
-    may encode the same new prompt once each)."""
-
-    def __init__(self, encode: Callable[[Sequence[str]], Cond], max_size: int = 256,
-                 max_bytes: int = PROMPT_CACHE_BYTES):
-        self._encode = encode
-        self._rows: OrderedDict[str, Cond] = OrderedDict()
-        self.max_size, self.max_bytes = max_size, max_bytes
-        self.bytes = 0
-        self.encoded = 0  # prompts encoded so far (for tests and benchmarks)
-        self._mutex = threading.Lock()
-
-    def get(self, prompts: Sequence[str]) -> Cond:
-        with self._mutex:
-            found = {p: self._rows[p] for p in prompts if p in self._rows}
-        missing = list(dict.fromkeys(p for p in prompts if p not in found))
-        if missing:
-            cond = self._encode(missing)
-            for i, p in enumerate(missing):
-                found[p] = {k: v[i:i + 1] for k, v in cond.items()}
-        with self._mutex:
-            self.encoded += len(missing)
-            for p in prompts:
-                if p not in self._rows:
-                    self._rows[p] = found[p]
-                    self.bytes += _nbytes(found[p])
-                self._rows.move_to_end(p)
-            keep = max(self.max_size, len(set(prompts)))
-            while self._rows and (len(self._rows) > keep or self.bytes > self.max_bytes):
-                _, rows = self._rows.popitem(last=False)
-                self.bytes -= _nbytes(rows)
-        rows = [found[p] for p in prompts]
-        return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def clear(self) -> None:
-        with self._mutex:
-            self._rows.clear()
-            self.bytes = 0
-
-
-def _nbytes(rows: Cond) -> int:
-    return sum(v.numel() * v.element_size() for v in rows.values())
-
-
 MASK_CACHE_BYTES = 256 * 2 ** 20     # step masks one cache keeps at most (a 4096x2048 layer's: 2.6 MB)
 
 
-class TensorLRU:
-    """Tensors by key, the least recently used dropped first past ``max_items`` entries or ``max_bytes``; safe to
-    share between threads."""
+def _nbytes(value) -> int:
+    """Bytes of a tensor or of a dict of tensors (prompt rows)."""
+    tensors = value.values() if isinstance(value, dict) else (value,)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class BoundedLRU:
+    """Values by key, the least recently used dropped first past ``max_items`` entries or ``max_bytes`` (the newest
+    entry always stays); safe to share between threads. A caller that stores several values for one use raises the
+    count bound for that store with ``keep`` (the byte bound holds whatever it asks)."""
 
     def __init__(self, max_items: int, max_bytes: int):
         self.max_items, self.max_bytes = max_items, max_bytes
-        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._items: OrderedDict = OrderedDict()
         self.bytes = 0
         self._mutex = threading.Lock()
 
-    def get(self, key: tuple) -> torch.Tensor | None:
+    def get(self, key):
         with self._mutex:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: tuple, value: torch.Tensor, keep: int = 0) -> None:
-        """Store ``value``; at least the ``keep`` newest entries stay, whatever the bounds."""
+    def put(self, key, value, keep: int = 0) -> None:
         with self._mutex:
-            if key not in self._items:
-                self.bytes += value.numel() * value.element_size()
+            if key in self._items:
+                self.bytes -= _nbytes(self._items[key])
             self._items[key] = value
+            self.bytes += _nbytes(value)
             self._items.move_to_end(key)
-            while len(self._items) > max(keep, 1) and (len(self._items) > max(self.max_items, keep)
-                                                       or self.bytes > self.max_bytes):
+            while len(self._items) > 1 and (len(self._items) > max(self.max_items, keep)
+                                            or self.bytes > self.max_bytes):
                 _, old = self._items.popitem(last=False)
-                self.bytes -= old.numel() * old.element_size()
+                self.bytes -= _nbytes(old)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -230,6 +186,42 @@ class TensorLRU:
         with self._mutex:
             self._items.clear()
             self.bytes = 0
+
+
+class PromptCache:
+    """Embeddings by prompt text (a BoundedLRU of at most ``max_size`` prompts and ``max_bytes`` bytes); missing
+    prompts are encoded together in one batch. Safe to share between threads: the encoding runs outside any lock
+    (two callers may encode the same new prompt once each)."""
+
+    def __init__(self, encode: Callable[[Sequence[str]], Cond], max_size: int = 256,
+                 max_bytes: int = PROMPT_CACHE_BYTES):
+        self._encode = encode
+        self._rows = BoundedLRU(max_size, max_bytes)
+        self.encoded = 0  # prompts encoded so far (for tests and benchmarks)
+        self._count = threading.Lock()
+
+    bytes = property(lambda self: self._rows.bytes)
+
+    def get(self, prompts: Sequence[str]) -> Cond:
+        distinct = list(dict.fromkeys(prompts))
+        found = {p: row for p in distinct if (row := self._rows.get(p)) is not None}
+        missing = [p for p in distinct if p not in found]
+        if missing:
+            cond = self._encode(missing)
+            for i, p in enumerate(missing):
+                found[p] = {k: v[i:i + 1] for k, v in cond.items()}
+            with self._count:
+                self.encoded += len(missing)
+        for p in distinct:          # all of them the newest, the call's own prompts kept past the count bound
+            self._rows.put(p, found[p], keep=len(distinct))
+        rows = [found[p] for p in prompts]
+        return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def clear(self) -> None:
+        self._rows.clear()
 
 
 def encode_prompts(backbone: Backbone, lock, prompts: Sequence[str]) -> Cond:
@@ -257,7 +249,7 @@ class SharedCaches:
     def __init__(self, backbone: Backbone, lock, max_size: int = 256, max_bytes: int = PROMPT_CACHE_BYTES):
         self.backbone, self.lock = backbone, lock
         self.prompts = PromptCache(lambda prompts: encode_prompts(backbone, lock, prompts), max_size, max_bytes)
-        self.masks = TensorLRU(64, MASK_CACHE_BYTES)
+        self.masks = BoundedLRU(64, MASK_CACHE_BYTES)
         self._white: torch.Tensor | None = None
         self.whites_encoded = 0
 
@@ -336,7 +328,7 @@ class PlanBuilder:
         share = shared is not None and share
         self.prompts = shared.prompts if share else PromptCache(
             lambda prompts: encode_prompts(self.backbone, self.lock, prompts), prompt_cache_size)
-        self._masks = shared.masks if share else TensorLRU(mask_cache_size, MASK_CACHE_BYTES)
+        self._masks = shared.masks if share else BoundedLRU(mask_cache_size, MASK_CACHE_BYTES)
         self._mask_settings = (self.quantize, self.cover_alpha, tuple(schedule.noise_levels.tolist()),
                                backbone.vae_factor)   # what else a layer's step masks depend on
         self.masks_computed = 0       # layers whose step masks were computed (the rest came from the cache)

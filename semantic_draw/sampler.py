@@ -49,20 +49,19 @@ class StepLayout:
         m = plan.mask_views[items.step, items.layer, items.tile]                   # [N, vh, vw]
         self.weight = m * plan.tiling.weights.to(dev)[items.tile]
         self.crops = plan.tiling.origin_table(dev)[items.tile] * plan.vae_factor
-        self.cond, self.uncond, self.regions = _conditioning(plan, items)
-        if self.regions is not None and reused:
-            self.regions.source = ({}, ())
+        self.cond, self.uncond, self.regions = _conditioning(plan, items, keep_contexts=reused)
         # 2. Bootstrapping (steps < B): each layer alone over a plain background, its mask centred in the view.
         self.boot = _Bootstrap(plan, opts, items, m, bg_noise) if items.has_boot else None
         # 4. Where no layer's step mask reaches, the background (section 2.3).
         self.b = _uncovered(plan, self.steps_cpu, self.next_level - 1, opts.bootstrap_steps, dev)
+        self._aggregate: _Aggregate | None = None   # the weighted means' denominators, once the layout's weights serve
 
     def aggregate(self, weight: torch.Tensor, slots: int, changed: bool) -> "_Aggregate":
         """The weighted means of this step: made once when the weights are the layout's own (no bootstrapped item,
         whose weight leak suppression changes with the prediction), else for ``weight``."""
         if changed:
             return _Aggregate(self.plan.tiling, self.items, weight, slots, self.b)
-        if getattr(self, "_aggregate", None) is None:
+        if self._aggregate is None:
             self._aggregate = _Aggregate(self.plan.tiling, self.items, self.weight, slots, self.b)
         return self._aggregate
 
@@ -139,10 +138,10 @@ class _Items:
             at += len(sel)
 
 
-def _conditioning(plan: Plan, items: _Items):
+def _conditioning(plan: Plan, items: _Items, keep_contexts: bool = False):
     """(cond, uncond, regions) of the items: each item's layer's prompt rows (latent layout), or the plan's prompt
     slots with per-pixel weights (attention layout: a bootstrapped layer reads its own slot alone, a whole view the
-    slot weights of its step and tile)."""
+    slot weights of its step and tile; ``keep_contexts``: regions with a source, whose network contexts are kept)."""
     if plan.regions is None:
         def rows(cond):
             return None if cond is None else {k: v[items.layer.to(v.device)] for k, v in cond.items()}
@@ -153,7 +152,7 @@ def _conditioning(plan: Plan, items: _Items):
     weights = torch.where((items.layer < plan.layers).view(-1, 1, 1, 1), alone[..., None, None], whole)
     layer = items.layer_cpu
     slot = torch.where(layer < plan.layers, r.slot_of_layer_cpu[layer.clamp(max=plan.layers - 1)], -1)
-    return {}, None, Regions(weights, r.prompts, r.negatives, alone=slot)
+    return {}, None, Regions(weights, r.prompts, r.negatives, alone=slot, source=({}, ()) if keep_contexts else None)
 
 
 def _views(t: torch.Tensor, tiling: Tiling, slot: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:

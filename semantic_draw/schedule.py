@@ -61,6 +61,15 @@ class Schedule:
         return cache[key]
 
     @property
+    def key(self) -> tuple:
+        """What tells two schedules apart for a network call (its name and timesteps), made once: calls of several
+        sessions are joined only when their keys agree (shared_calls.py), and that is asked every frame."""
+        cache = self.__dict__
+        if "_key" not in cache:
+            cache["_key"] = (self.name, tuple(self.timesteps.tolist()))
+        return cache["_key"]
+
+    @property
     def steps(self) -> int:
         return len(self.timesteps)
 

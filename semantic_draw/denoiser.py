@@ -410,7 +410,8 @@ def padded_call(inner: Denoiser, views: Views, size: int) -> torch.Tensor:
 
 class Padded(Wrapper):
     """Batches padded to bucket sizes, or to ``minimum`` when a caller knows its largest batch (a stream frame of
-    a given canvas and brush count always has the same shape), so a compiled network sees few shapes."""
+    a given canvas and brush count always has the same shape; so has a one-shot step that fits one call, see
+    oneshot.step_shapes), so a compiled network sees few shapes."""
 
     def __init__(self, inner: Denoiser, buckets=BUCKETS):
         super().__init__(inner)

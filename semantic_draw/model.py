@@ -22,7 +22,7 @@ from .denoiser import BUCKETS, Counted, Counts, Denoiser, ModelDenoiser, Padded,
 from .errors import LoadError, OptionError
 from .noise import NoiseSource, check_seed
 from .memory import out_of_memory_is_a_resource_error
-from .oneshot import StepInfo, method_settings, sample
+from .oneshot import StepInfo, method_settings, sample, step_shapes
 from .plan import PlanBuilder, SharedCaches
 from .options import (MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_flag, check_known,  # noqa: F401
                       check_max_pixels, check_number)
@@ -273,12 +273,9 @@ class SemanticDraw:
         denoiser = for_options(self.denoiser, opts.guidance_mode, opts.guidance, opts.batch_size,
                                regions=builder.backbone if plan.regions is not None else None)
         padded = find(denoiser, Padded)
-        if padded is not None:       # a compiled network: every step of this canvas and brush count, one shape
-            factor = 2 if opts.guidance_mode == "full" else 1
-            most = max(plan.most_items(torch.tensor([i]), opts.bootstrap_steps) for i in range(plan.schedule.steps))
-            padded.minimum = min(most, opts.batch_size // factor) * factor
         latent = sample(denoiser, plan, opts, noise, edit=edit, callback=callback,
-                        decode=lambda z: self.decode(z, tiny=True))
+                        decode=lambda z: self.decode(z, tiny=True),
+                        before_step=None if padded is None else step_shapes(plan, opts, padded))
         if output == "latent":
             return latent
         image = self.decode(latent)

@@ -49,6 +49,53 @@ def test_padding_to_buckets_never_reaches_the_image():
                                rtol=1e-4, atol=5e-5)
 
 
+class SmallBuckets(Wrapper):
+    buckets = (1, 2, 4, 8)
+
+
+@pytest.mark.parametrize("regions", ["latent", "attention"])
+def test_one_shot_steps_of_one_call_keep_their_shape_and_larger_steps_pad_only_their_last_call(regions):
+    from semantic_draw.denoiser import bucket
+    from semantic_draw.plan import Plan
+    rects = [(f"brush {i}", (0, 56 * i, 64, 56 * i + 80)) for i in range(5)]
+    wide = rect_scene(64, 320, rects, background_prompt="a table")        # tiled: many items per step
+    small = rect_scene(64, 64, [("a red apple", (8, 16, 56, 60))], background_prompt="a table")
+    # the latent layout on a per-item network (bit for bit); the attention layout needs a real one
+    model = SemanticDraw(AnalyticBackbone("sd15", channels=4)) if regions == "latent" else \
+        SemanticDraw.from_preset("tiny-sd15")
+    recorded = model.network = Recorded(model.network)
+    built, original = [], Plan.__post_init__
+    for scene, tile in ((wide, 64), (small, None)):
+        def run():
+            recorded.sizes = []
+            ends = []
+            z = model.generate(scene, seed=0, output="latent", batch_size=8, tile_size=tile, regions=regions,
+                               callback=lambda info: ends.append(len(recorded.sizes)))
+            return z, [recorded.sizes[a:b] for a, b in zip([0] + ends, ends)]
+        want, eager = run()
+        model.network = SmallBuckets(recorded)
+        try:
+            Plan.__post_init__ = lambda self: (original(self), built.append(self))[0]
+            got, padded = run()
+        finally:
+            Plan.__post_init__ = original
+            model.network = recorded
+        torch.testing.assert_close(got, want, rtol=0 if regions == "latent" else 1e-4,
+                                   atol=0 if regions == "latent" else 5e-5)     # padding never reaches the image
+        plan = built[-1]
+        for i, (e, p) in enumerate(zip(eager, padded)):
+            most = plan.most_items(torch.tensor([i]), model.step_options().bootstrap_steps)
+            if most <= 8:       # one call: the step's own shape, whatever is painted
+                assert p == [most] * len(e)
+            else:               # full calls of 8, the last one in its bucket
+                assert p == [bucket(n, (1, 2, 4, 8)) for n in e] and e[:-1] == [8] * (len(e) - 1)
+        if tile:
+            assert any(len(e) > 1 for e in eager)
+            assert sum(map(sum, padded)) < sum(8 * len(e) for e in eager)   # less than padding to full calls
+        else:
+            assert len({p[0] for p in padded}) == (1 if regions == "latent" else 2)
+
+
 class Recorded(Wrapper):
     """Records the batch size of every network call."""
 

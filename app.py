@@ -397,11 +397,14 @@ def parse_args(argv=None, environ=None):
     p.add_argument("--lora", action="append", default=[], help="LoRA id or path (repeatable; with --model)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="the library's fast path: every model's network through torch.compile (CUDA graphs on a "
-                        "GPU), the starter shapes warmed in the background after launch; a new canvas size or "
-                        "brush count compiles when first used (about a minute on a GPU). Default: on when serving "
-                        "on CUDA, off on a CPU; on a ZeroGPU Space ahead-of-time compilation at start instead")
+                        "GPU), the starter shapes warmed in the background after launch; a new canvas size "
+                        "compiles when first used (about a minute on a GPU). Default: on when serving on CUDA, off "
+                        "on a CPU; on a ZeroGPU Space ahead-of-time compilation at start instead")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="with --compile: keep the compile cache in DIR, so the next start is warm")
+    p.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
+                   help="with --compile: one graph for every batch size of a canvas, so a new brush count compiles "
+                        "nothing (dynamic, default), or one graph per batch shape (static)")
     p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: best available; cuda on ZeroGPU)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="default: the preset's")
     p.add_argument("--height", type=int, default=None, help="starting canvas height (default: the model's size)")
@@ -466,7 +469,8 @@ def main(argv=None):
     args = parse_args(argv)
     device = args.device or ("cuda" if ON_ZERO_GPU else None)   # ZeroGPU: weights go to CUDA at start
     mode = fastpath.choose(args.compile, device, ON_ZERO_GPU, spaces_module())
-    fast = dict(compile=True, compile_cache=args.compile_cache) if mode == "jit" else {}
+    fast = dict(compile=True, compile_cache=args.compile_cache, compile_shapes=args.compile_shapes) \
+        if mode == "jit" else {}
     try:
         models = load_models(args.preset, args.model, loras=args.lora, device=device, dtype=args.dtype,
                              share_calls=args.share_calls, **fast)

@@ -36,6 +36,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cuda / cpu / mps (default: cuda when available)")
     parser.add_argument("--dtype", default=None,
                         help="float16 / bfloat16 / float32 (default: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument("--model-dir", default=None, metavar="DIR",
+                        help="with --full-size: load the random-weight model from DIR/<family> as a diffusers folder "
+                             "through the library's loading code (a user's start-up), saving it there first when "
+                             "it is not there yet; without it the weights are drawn in the process")
     parser.add_argument("--height", type=int, default=None, help="canvas height in px")
     parser.add_argument("--width", type=int, default=None, help="canvas width in px")
     parser.add_argument("--tile-size", type=int, default=None, help="view size in px (passed through)")
@@ -69,6 +73,9 @@ def build_model(args) -> SemanticDraw:
         pipe = build_tiny_pipeline(preset.family).to(device)
         pipe.tiny_vae.to(device)
         name = f"{preset.name} settings, tiny zero denoiser (counts only)"
+    elif getattr(args, "model_dir", None):
+        pipe = saved_full_pipeline(Path(args.model_dir), preset.family, device, dtype)
+        name = f"{preset.name} full size, random weights loaded from {args.model_dir}"
     else:
         pipe = build_full_pipeline(preset.family, device=device, dtype=dtype)
         name = f"{preset.name} full size, random weights"
@@ -78,6 +85,20 @@ def build_model(args) -> SemanticDraw:
     if count_only:
         model.network = ZeroNetwork(model.network)
     return model
+
+
+def saved_full_pipeline(folder: Path, family: str, device, dtype):
+    """The family's full-size random-weight pipeline loaded from ``folder/<family>`` (diffusers layout, its tiny VAE
+    in ``folder/<family>-tiny-vae``) by semantic_draw.loading.load_pipeline, as a user's model folder is; built and
+    saved there first if missing."""
+    from semantic_draw.loading import load_pipeline
+    where, tiny = folder / family, folder / f"{family}-tiny-vae"
+    if not (where / "model_index.json").exists() or not (tiny / "config.json").exists():
+        pipe = build_full_pipeline(family, device=device, dtype=dtype)
+        pipe.save_pretrained(where)
+        pipe.tiny_vae.save_pretrained(tiny)
+        del pipe
+    return load_pipeline(str(where), family=family, tiny_vae=str(tiny), device=device, dtype=dtype)
 
 
 def is_tiny(args) -> bool:

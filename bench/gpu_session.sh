@@ -11,6 +11,10 @@
 #   bash bench/gpu_session.sh fifth      # what changed on 2026-12-01, most valuable first (about 10 minutes): steady
 #                                        # frames (slots in flight only, kept layouts) against painting frames, eager
 #                                        # and compiled; the 4096x2048 memory rows; SDXL attention compiled
+#   bash bench/gpu_session.sh sixth      # run this one first (2026-12-01 evening; about 9 minutes): compiled dynamic
+#                                        # shapes (the new default) against static ones, SD1.5 3 brushes, steady and
+#                                        # painting frames; time to first frame from process start on a warm cache
+#                                        # with the model loaded from a folder; 8 brushes attention, dynamic
 #
 # Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
@@ -46,6 +50,25 @@ if [ "${1:-first}" = second ]; then
         --compile
     phase sd15-one-brush-compiled 95 python3 bench/stream.py --full-size --preset sd15 --layers 1 --regions latent \
         --frames 30 --oneshot-repeats 0 --compile
+    exit 0
+fi
+if [ "${1:-first}" = sixth ]; then
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    MODELS=/tmp/sd-models
+    phase sd15-latent-3-dynamic-cold 200 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
+        --regions latent --frames 20 --oneshot-repeats 2 --compile --compile-shapes dynamic --painting \
+        --compile-cache "$CACHE" --model-dir "$MODELS"
+    phase sd15-latent-3-dynamic-warm 60 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
+        --regions latent --frames 20 --oneshot-repeats 2 --compile --compiled-only --compile-shapes dynamic \
+        --compile-cache "$CACHE" --model-dir "$MODELS"
+    phase sd15-latent-1-8-dynamic-warm 90 python3 bench/stream.py --full-size --preset sd15 --layers 1,8 \
+        --regions latent --frames 20 --oneshot-repeats 1 --compile --compiled-only --compile-shapes dynamic \
+        --compile-cache "$CACHE" --model-dir "$MODELS"
+    phase sd15-latent-3-static-cold 150 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
+        --regions latent --frames 20 --oneshot-repeats 0 --compile --compile-shapes static --model-dir "$MODELS"
+    phase sd15-attention-8-dynamic 110 python3 bench/stream.py --full-size --preset sd15 --layers 8 \
+        --regions attention --frames 20 --oneshot-repeats 1 --compile --compile-shapes dynamic --painting \
+        --model-dir "$MODELS"
     exit 0
 fi
 if [ "${1:-first}" = fifth ]; then

@@ -42,6 +42,8 @@ def parse_args(argv=None):
                         help="after the eager rows, semanticdraw again with the network and decoders compiled "
                              "(its warm-up runs compile)")
     parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
+    parser.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
+                        help="with --compile: one graph for every batch size of a canvas, or one per shape")
     parser.add_argument("--count-only", action="store_true",
                         help="exact model calls / evaluations of the real preset's configuration at the real canvas, "
                              "fast on a CPU (tiny model whose denoiser returns zeros; its times mean nothing)")
@@ -188,9 +190,9 @@ def main(argv=None) -> None:
         r = rows[-1]
         print(f"  {method}: {r['time']:.3f} s, {r['calls']} calls, {r['items']} evals", flush=True)
     if args.compile and "semanticdraw" in methods and not args.count_only:
-        model.compile(cache_dir=args.compile_cache)    # the warm-up runs compile (see --warmup)
+        model.compile(cache_dir=args.compile_cache, shapes=args.compile_shapes)   # warm-up runs compile
         rows.append(run_method(model, scene, "semanticdraw", args, tile))
-        rows[-1]["method"] = "semanticdraw (compiled)"
+        rows[-1]["method"] = f"semanticdraw (compiled, {args.compile_shapes} shapes)"
         print(f"  semanticdraw, compiled: {rows[-1]['time']:.3f} s", flush=True)
     text = report(model, args, scene, rows, tile)
     print("\n" + text)

@@ -49,6 +49,8 @@ def parse_args(argv=None):
                         help="after the eager rows, the same rows with the network compiled (torch.compile; CUDA "
                              "graphs on a GPU), side by side; 'first frames' then includes compiling")
     parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
+    parser.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
+                        help="with --compile: one graph for every batch size of a canvas, or one per shape")
     parser.add_argument("--compiled-only", action="store_true",
                         help="with --compile: no eager rows, so that the first row's 'since process start' is a "
                              "restarted server's time to its first frame (on a warm --compile-cache)")
@@ -139,8 +141,9 @@ def measure_stream(model, scene: Scene, args, tile, regions: str, painting: bool
     total = sum(times)
     model_s = sum(p["model"] for p in parts)
     decode_s = sum(p["decode"] for p in parts)
-    return dict(path=("compiled" if model.compiled else "eager") + (", painting" if painting else ""), first=first,
-                since_start=since_start,
+    path = f"compiled ({model.compiled.shapes_mode} shapes)" if model.compiled else "eager"
+    return dict(path=path + (", painting" if painting else ""), first=first,
+                since_start=since_start, graphs=model.compiled.compiles if model.compiled else None,
                 regions=regions, brushes=len(scene.layers), slots=slots, fps=len(times) / total, median=median(times),
                 p90=percentile(times, 90), model=model_s / total, decode=decode_s / total,
                 other=max(0.0, 1 - (model_s + decode_s) / total), calls=model.calls / len(times),
@@ -158,12 +161,13 @@ def measure_oneshot(model, scene: Scene, args, tile, regions: str) -> dict:
 
 
 def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
-    headers = ["path", "regions", "brushes", "slots", "first frames (s)", "since process start (s)", "items / frame",
+    headers = ["path", "regions", "brushes", "slots", "first frames (s)", "since process start (s)",
+               "graphs compiled so far", "items / frame",
                "calls / frame", "frames/s",
                "latency median (ms)", "latency p90 (ms)", "in model", "tiny-VAE decode", "other", "peak mem (MiB)",
                "one-shot generate (s)", "one-shot evals", "stream speed-up"]
     table = [[r["path"], r["regions"], r["brushes"], r["slots"], f"{r['first']:.1f}", f"{r['since_start']:.1f}",
-              f"{r['items']:.0f}",
+              "-" if r["graphs"] is None else r["graphs"], f"{r['items']:.0f}",
               f"{r['calls']:.0f}", f"{r['fps']:.2f}",
               f"{1000 * r['median']:.1f}", f"{1000 * r['p90']:.1f}", f"{100 * r['model']:.0f}%",
               f"{100 * r['decode']:.0f}%", f"{100 * r['other']:.0f}%", f"{r['peak']:.0f}",
@@ -178,6 +182,8 @@ def report(model, args, height: int, width: int, tile, rows: list[dict]) -> str:
              "start: the moment that frame was done, counted from the start of this process (imports and the model "
              "build included: for the first row of a fresh process on a warm cache folder, a restarted server's "
              "time to its first frame)",
+             "- graphs compiled so far: the compiled network's graphs after the row (each took a compile; with "
+             "dynamic shapes new batch sizes of a canvas take none)",
              "- in model / tiny-VAE decode / other: shares of the frame time (CUDA: event time on the GPU stream)",
              "- stream speed-up: frames/s x one-shot seconds (stream frames per one-shot image)", "",
              markdown_table(headers, table), ""]
@@ -205,7 +211,7 @@ def main(argv=None) -> None:
         "eager",)
     for path in paths:
         if path == "compiled":
-            model.compile(cache_dir=args.compile_cache)
+            model.compile(cache_dir=args.compile_cache, shapes=args.compile_shapes)
         for n in counts:
             scene = synthetic_scene(n, height, width)
             for regions in layouts:

@@ -39,12 +39,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "compiles (minutes), later ones are fast")
     g.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="with --compile: keep the compile cache in DIR, so the next run starts warm")
+    g.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
+                   help="with --compile: one graph for every batch size of a canvas (dynamic, default) or one per "
+                        "batch shape (static)")
 
 
 def load_model(args):
     from .model import SemanticDraw
     return SemanticDraw.load(args.preset, model=args.model, family=args.family, loras=args.lora, device=args.device,
-                             dtype=args.dtype, compile=args.compile, compile_cache=args.compile_cache)
+                             dtype=args.dtype, compile=args.compile, compile_cache=args.compile_cache,
+                             compile_shapes=args.compile_shapes)
 
 
 def load_scene(args):

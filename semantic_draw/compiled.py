@@ -6,6 +6,15 @@ logged; past dynamo's recompile limit the call fails instead of falling back to 
 the calls above it go through denoiser.py's ``Padded``: item batches padded with copies of the last item (cut off
 again before anything is aggregated), so the network sees one shape per stream and a handful overall.
 
+With ``shapes="dynamic"`` (the default) the batch dimension of the network's inputs is dynamic: one graph serves
+the batch sizes of a canvas (batch 1 has a graph of its own, as torch specializes sizes 0 and 1, and a size where the
+network's code branches starts another: diffusers' upsampler at 64 items, torch's CPU convolution at 16 on some
+canvases), so a new brush count, a stream's two frame shapes and a one-shot's steps mostly compile nothing more, and
+a restarted process traces the network once instead of once per shape. On a GPU each batch size still gets its own CUDA graph (recorded in about a second,
+not compiled), so the buckets keep mattering. A second canvas size makes torch's automatic dynamic shapes take the
+spatial sizes symbolic too. ``shapes="static"`` compiles one graph per input shape, the attention layout's calls
+(whose region contexts change with the prompt count) always start that way.
+
 The compile cache can live in a folder (``cache_dir``): inductor's own cache goes there (``inductor/``: the code it
 generated, C++ for a CPU, Triton for a GPU) and torch's portable artifacts are saved next to it after each new graph
 and loaded when the model is compiled, so a restarted process on the same machine, GPU and versions is warm in
@@ -23,6 +32,7 @@ import torch
 
 from .denoiser import BUCKETS, Denoiser, Views, Wrapper
 from .errors import OptionError, ResourceError
+from .options import COMPILE_SHAPES, check_choice
 
 log = logging.getLogger("semantic_draw.compiled")
 
@@ -35,8 +45,9 @@ class Compiled(Wrapper):
     """The backbone's network module compiled once; calls go through it from then on (see ``Padded``)."""
 
     def __init__(self, inner: Denoiser, backbone, *, mode: str | None = None, buckets=BUCKETS,
-                 cache_dir: str | Path | None = None, backend: str = "inductor"):
+                 cache_dir: str | Path | None = None, backend: str = "inductor", shapes: str = "dynamic"):
         super().__init__(inner)
+        check_choice(shapes, "compile shapes", COMPILE_SHAPES)
         check_compilable(backbone.device, backend)
         self.backbone, self.bucket_sizes = backbone, tuple(buckets)
         self.compiles = 0                 # graphs compiled so far (each new shape of a call, and each recompile)
@@ -50,8 +61,10 @@ class Compiled(Wrapper):
         torch._dynamo.config.fail_on_recompile_limit_hit = True
         if mode is None and backbone.device.type == "cuda":
             mode = "reduce-overhead"      # CUDA graphs: one launch per call instead of hundreds
-        self.mode = mode
-        backbone.net = torch.compile(backbone.denoiser, mode=mode, backend=backend, dynamic=False)
+        self.mode, self.shapes_mode = mode, shapes
+        net = torch.compile(backbone.denoiser, mode=mode, backend=backend,
+                            dynamic=None if shapes == "dynamic" else False)
+        backbone.net = DynamicBatch(net) if shapes == "dynamic" else net
 
     @property
     def buckets(self) -> tuple:
@@ -83,6 +96,35 @@ class Compiled(Wrapper):
         """Back to eager: the module itself runs again; returns the inner denoiser."""
         self.backbone.net = self.backbone.denoiser
         return self.inner
+
+
+class DynamicBatch:
+    """The compiled network, its calls' batch dimension marked dynamic from the first call on (torch would only
+    make it so after a second batch size, compiling twice). Every input tensor whose first size is the batch's is
+    marked (the latents, timesteps, prompt rows, SDXL's added conditions); calls of one item and the attention
+    layout's calls go as they are."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+
+    def __call__(self, *args, **kwargs):
+        n = (args[0] if args else kwargs["hidden_states"]).shape[0]
+        regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
+        if n > 1 and not regions:
+            _mark_batch((args, kwargs), n)
+        return self.compiled(*args, **kwargs)
+
+
+def _mark_batch(value, n: int) -> None:
+    if isinstance(value, torch.Tensor):
+        if value.dim() and value.shape[0] == n:
+            torch._dynamo.maybe_mark_dynamic(value, 0)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _mark_batch(v, n)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _mark_batch(v, n)
 
 
 def compile_decoders(backbone, backend: str = "inductor") -> list[str]:

@@ -24,14 +24,15 @@ from .noise import NoiseSource, check_seed
 from .memory import out_of_memory_is_a_resource_error
 from .oneshot import StepInfo, method_settings, sample, step_shapes
 from .plan import PlanBuilder, SharedCaches
-from .options import (MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_flag, check_known,  # noqa: F401
-                      check_max_pixels, check_number)
+from .options import (COMPILE_SHAPES, MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_choice,  # noqa: F401
+                      check_flag, check_known, check_max_pixels, check_number)
 from .schedule import SamplerSettings, build_schedule
 from .shared_calls import CallPool, SharedCalls
 from .sharing import FairLock
 
 ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call
-MODEL_OPTIONS = ("max_pixels", "compile", "compile_cache", "share_calls")   # every constructor passes them on
+# every constructor passes them on
+MODEL_OPTIONS = ("max_pixels", "compile", "compile_cache", "compile_shapes", "share_calls")
 LOAD_OPTIONS = ("vae", "tiny_vae", "config", "keep_t5", "local_files_only", "fuse_loras")   # load_pipeline's extras
 
 
@@ -57,7 +58,7 @@ class SemanticDraw:
 
     def __init__(self, backbone: Backbone, settings: SamplerSettings | None = None, guidance: float = 0.0,
                  name: str = "", max_pixels: int | None = None, compile: bool = False,
-                 compile_cache: str | None = None, share_calls: bool = False):
+                 compile_cache: str | None = None, compile_shapes: str = "dynamic", share_calls: bool = False):
         self.backbone = backbone
         self.spec: Family = get_family(backbone.family)
         self.name = name or backbone.family
@@ -72,8 +73,9 @@ class SemanticDraw:
         check_flag(share_calls, "share_calls")
         self.shared = CallPool() if share_calls else None   # shared_calls.py: callers waiting together, one call
         check_flag(compile, "compile")
+        check_choice(compile_shapes, "compile_shapes", COMPILE_SHAPES)
         if compile:
-            self.compile(cache_dir=compile_cache)
+            self.compile(cache_dir=compile_cache, shapes=compile_shapes)
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -135,16 +137,17 @@ class SemanticDraw:
 
     # -- the fast path (compiled.py) ------------------------------------------------------------------------------
     def compile(self, *, mode: str | None = None, buckets=BUCKETS, cache_dir: str | None = None,
-                backend: str = "inductor") -> "SemanticDraw":
+                backend: str = "inductor", shapes: str = "dynamic") -> "SemanticDraw":
         """Run the network through torch.compile from now on (CUDA graphs on a GPU), its calls padded to ``buckets``
         sizes, and the VAE's and tiny VAE's decoders compiled too (no CUDA graphs). ``cache_dir``: a folder for the
-        compile cache, loaded now and saved after each new graph. The first call of each new shape compiles (a
-        minute or two; see ``warm``). Returns the model."""
+        compile cache, loaded now and saved after each new graph. ``shapes``: "dynamic" (one graph for every batch
+        size of a canvas) or "static" (one per shape). The first call of each new graph compiles (a minute or two;
+        see ``warm``). Returns the model."""
         from .compiled import Compiled, compile_decoders
         with self._lock:
             if self.compiled is None:
                 self.network = Compiled(self.network, self.backbone, mode=mode, buckets=buckets, cache_dir=cache_dir,
-                                        backend=backend)
+                                        backend=backend, shapes=shapes)
                 compile_decoders(self.backbone, backend)
         return self
 

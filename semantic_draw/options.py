@@ -33,6 +33,9 @@ def _span(low: float, high: float) -> str:
     return f"between {low:g} and {high:g}"
 
 
+COMPILE_SHAPES = ("dynamic", "static")   # compiled.py: one graph for every batch size, or one per shape
+
+
 def check_number(value: Any, what: str, low: float, high: float, *, error: type = OptionError,
                  above_low: bool = False) -> float:
     """``value`` as a finite float in [low, high] (``above_low``: in (low, high]), or one ``error`` naming it."""

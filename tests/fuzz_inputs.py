@@ -1105,6 +1105,8 @@ def named_calls() -> list[Case]:
     add("from_preset(max_pixels=-1)", call_preset(max_pixels=-1))
     add("from_preset(share_calls='yes')", call_preset(share_calls="yes"))
     add("from_preset(share_calls=None)", call_preset(share_calls=None))
+    add("from_preset(compile_shapes='both')", call_preset(compile_shapes="both"))
+    add("from_preset(compile_shapes=None)", call_preset(compile_shapes=None))
     add("from_preset(name=None)", call_preset(name=None))
     add("load(model=..., preset=...)", call_load(preset="tiny-sd15", model="x"))
     add("from_pretrained(loras=5)", call_pretrained(lambda ctx: ctx.pipeline_folder(), loras=5))
@@ -1157,7 +1159,7 @@ def random_call(rng: random.Random, i: int) -> Case:
                 scene.validate(max_side=value)
         return Case(f"call: random {i}: Scene.{method}({shown})", run_it)
     if target == "load":
-        arg = rng.choice(["name", "device", "dtype", "max_pixels", "share_calls", "nonsense"])
+        arg = rng.choice(["name", "device", "dtype", "max_pixels", "share_calls", "compile_shapes", "nonsense"])
         if arg == "name" and isinstance(value, str) and value == MODEL:
             value = "tiny-sd16"
         return Case(f"call: random {i}: from_preset({arg}={shown})", call_preset(**{arg: value}))

@@ -149,17 +149,19 @@ def test_padding_on_the_device_is_indexing_by_the_last_item():
     assert len(views.pad(2)) == n                                # never cut
 
 
-def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing():
+@pytest.mark.parametrize("shapes", ["static", "dynamic"])
+def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing(shapes):
     scene = one_brush()
     eager = SemanticDraw.from_preset("tiny-sd15")
     with eager.stream(scene, seed=0) as session:
         want = [session.next_frame(output="latent") for _ in range(3)]
-    model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager")
+    model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager", shapes=shapes)
     with model.stream(scene, seed=0) as session:
         got = [session.next_frame(output="latent") for _ in range(3)]
         compiles = model.compiled.compiles
-        assert compiles == 2                  # a frame with a slot at step 0, and the slots in flight
-        assert len({s[0] for s in model.compiled.shapes}) == 2
+        # two shapes: a frame with a slot at step 0, and the slots in flight; one graph for both when dynamic
+        assert compiles == (2 if shapes == "static" else 1)
+        assert len({s[0] for s in model.compiled.shapes}) == compiles
         for _ in range(3):
             session.next_frame(output="latent")
         assert model.compiled.compiles == compiles                   # the second frame on: no recompilation
@@ -167,6 +169,30 @@ def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     model.generate(scene, seed=0, regions="attention", guidance=3.0)
     assert model.compiled.shapes and all(s[0] in model.compiled.buckets for s in model.compiled.shapes)
+
+
+def test_dynamic_shapes_serve_new_brush_counts_and_one_shots_of_a_canvas_without_compiling():
+    scenes = [rect_scene(64, 64, [(f"brush {i}", (0, 12 * i, 64, 12 * i + 20)) for i in range(k)],
+                         background_prompt="a table") for k in (1, 2, 4)]
+    counts = {}
+    for shapes in ("static", "dynamic"):
+        model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager", shapes=shapes)
+        eager = SemanticDraw.from_preset("tiny-sd15")
+        for scene in scenes:
+            with model.stream(scene, seed=1) as session:
+                for _ in range(2):
+                    session.next_frame(output="latent")
+            got = model.generate(scene, seed=1, output="latent")
+            torch.testing.assert_close(got, eager.generate(scene, seed=1, output="latent"), rtol=1e-4, atol=1e-4)
+        counts[shapes] = model.compiled.compiles
+    # every batch size of the canvas (all above 1 here) in one graph, or two where the network's own code branches
+    # on the batch size (torch's CPU convolution at 16 items on some canvases, diffusers' upsampler at 64)
+    assert counts["dynamic"] <= 2
+    assert counts["static"] >= 4           # one per batch size
+    with pytest.raises(OptionError, match="shapes"):
+        SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager", shapes="some")
+    with pytest.raises(OptionError, match="shapes"):
+        SemanticDraw.from_preset("tiny-sd15", compile=True, compile_shapes="static-ish")
 
 
 def test_the_decoders_are_compiled_too_and_decode_the_same_pictures():

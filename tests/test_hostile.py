@@ -92,6 +92,7 @@ CALL_CASES = {
     "call: Scene.load(NUL)": "SceneError",
     "call: from_preset(device='cuda') on a CPU build": "LoadError",
     "call: from_preset(foo=1)": "OptionError",
+    "call: from_preset(compile_shapes='both')": "OptionError",
     "call: pipeline folder with an unrelated nested .pt": "fine",
     **{f"call: safetensors {label}": "LoadError" for label in F.MALICIOUS_HEADERS},
     **{f"call: junk weights: {kind}": "LoadError" for kind in ("wrong shapes", "unrelated keys", "no tensors",

@@ -5,8 +5,9 @@
            so the first visitor does not wait; a shape nobody warmed compiles when first used (the page says
            "preparing the fast path" meanwhile).
     aoti   on a ZeroGPU Space, where every GPU task runs in a process of its own and a JIT-compiled graph would be
-           lost after each: the network is compiled ahead of time once at start, inside one spaces.GPU task, for the
-           starter shapes (semantic_draw.compiled.compile_ahead_of_time). Other shapes run eager there.
+           lost after each: the network is compiled ahead of time once at start, one spaces.GPU task per model, for
+           the starter canvas's views with a dynamic batch size (semantic_draw.compiled.compile_ahead_of_time), so
+           every brush count on that canvas size is served. Other view sizes run eager there.
     None   eager.
 """
 from __future__ import annotations
@@ -53,12 +54,15 @@ def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> thread
         thread = threading.Thread(target=_warm_all, args=(models,), name="warm-fast-path", daemon=True)
         thread.start()
         return thread
-    if mode == "aoti":
-        def compile_models():
-            for name, canvases, brushes in warm_shapes(models):
+    if mode == "aoti":       # one GPU task per model: each gets the whole duration ZeroGPU grants
+        for name, canvases, brushes in warm_shapes(models):
+            def compile_model(name=name, canvases=canvases, brushes=brushes):
                 compile_ahead_of_time(models[name], spaces_module, canvases=canvases, brushes=brushes)
-                log.info("%s: compiled ahead of time for %s with %s brush(es)", name, canvases, brushes)
-        (gpu or spaces_module.GPU)(duration=AOT_DURATION)(compile_models)()
+                log.info("%s: compiled ahead of time for %s (every batch size of those views)", name, canvases)
+            try:
+                (gpu or spaces_module.GPU)(duration=AOT_DURATION)(compile_model)()
+            except Exception as err:   # that model runs eager; the others still get their programs
+                log.warning("%s: ahead-of-time compilation failed (%s); it runs eager", name, err)
     return None
 
 

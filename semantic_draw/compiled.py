@@ -23,7 +23,9 @@ seconds instead of minutes.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -223,17 +225,25 @@ class FixedShapes(Wrapper):
 
 
 class AheadOfTime:
-    """What ``backbone.net`` becomes on ZeroGPU: the compiled program of each captured batch shape, and the eager
-    module for any other call (each such call logged and counted in ``fallbacks``)."""
+    """What ``backbone.net`` becomes on ZeroGPU: compiled programs, each for one view shape and a range of batch
+    sizes (``dynamic``: every batch size from 2 up to where the network's own code branches, such as diffusers'
+    upsampler at 64; a batch of 1 has its own program), and the eager module for any other call (each such call
+    logged and counted in ``fallbacks``)."""
 
-    def __init__(self, module, programs: dict[tuple, object]):
-        self.module, self.programs = module, programs
+    def __init__(self, module, programs: dict[tuple, list]):
+        self.module, self.programs = module, programs     # view shape -> [(lowest batch, highest batch, program)]
         self.fallbacks = 0
+
+    def program(self, shape: tuple):
+        for low, high, program in self.programs.get(tuple(shape[1:]), ()):
+            if low <= shape[0] <= high:
+                return program
+        return None
 
     def __call__(self, *args, **kwargs):
         shape = tuple((args[0] if args else kwargs["hidden_states"]).shape)
         regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
-        program = None if regions else self.programs.get(shape)    # the attention layout is not exported
+        program = None if regions else self.program(shape)    # the attention layout is not exported
         if program is None:
             self.fallbacks += 1
             log.warning("no ahead-of-time program for a batch of %s: eager (%d such calls)", shape, self.fallbacks)
@@ -241,9 +251,11 @@ class AheadOfTime:
         return program(*args, **kwargs)
 
 
-def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3)) -> AheadOfTime:
+def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), dynamic: bool = True) -> AheadOfTime:
     """Export and compile the network for the stream and one-shot shapes of ``canvases`` x ``brushes`` (run this
-    inside a spaces.GPU function). Installs the programs as the backbone's network and returns them."""
+    inside a spaces.GPU function). With ``dynamic`` one program per view shape serves every batch size above 1 (so
+    other brush counts on those canvases are served too); else one per captured shape. Installs the programs as the
+    backbone's network and returns them."""
     from .warm import warm_scene
     backbone = model.backbone
     if not model.network.buckets:      # calls padded to one shape per canvas and brush count, as compiled ones are
@@ -252,9 +264,11 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3)) -
     real = backbone.net
 
     def capture(*args, **kwargs):
-        key = tuple((args[0] if args else kwargs["hidden_states"]).shape)
-        if key not in captured:
-            captured[key] = (args, kwargs)
+        shape = tuple((args[0] if args else kwargs["hidden_states"]).shape)
+        regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
+        key = (shape[1:], shape[0] if shape[0] == 1 or not dynamic else "n")
+        if not regions and (key not in captured or shape[0] > captured[key][0]):
+            captured[key] = (shape[0], args, kwargs)     # the largest batch of each kind: what is exported
         return real(*args, **kwargs)
 
     backbone.net = capture
@@ -268,12 +282,44 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3)) -
                 model.generate(scene, seed=0, output="latent")
     finally:
         backbone.net = real
-    programs = {}
-    for key, (args, kwargs) in captured.items():
+    programs: dict[tuple, list] = {}
+    for (view, _), (n, args, kwargs) in captured.items():
         with spaces_module.aoti_capture(backbone.denoiser) as call:
             backbone.denoiser(*args, **kwargs)
-        exported = torch.export.export(backbone.denoiser, args=call.args, kwargs=call.kwargs)
-        programs[key] = spaces_module.aoti_compile(exported)
-        log.info("compiled the network ahead of time for a batch of %s", key)
+        shapes = _batch_dims(backbone.denoiser, call.args, call.kwargs, n) if dynamic and n > 1 else None
+        exported = torch.export.export(backbone.denoiser, args=call.args, kwargs=call.kwargs, dynamic_shapes=shapes)
+        low, high = _batch_range(exported, n)
+        programs.setdefault(view, []).append((low, high, spaces_module.aoti_compile(exported)))
+        log.info("compiled the network ahead of time for views of %s, batches %d to %s", view, low, high)
     backbone.net = AheadOfTime(backbone.denoiser, programs)
     return backbone.net
+
+
+def _batch_dims(module, args, kwargs, n: int) -> dict:
+    """torch.export's dynamic_shapes for a call: the first dimension of every input tensor of the batch's size."""
+    from torch.export import Dim
+
+    def spec(value):
+        if isinstance(value, torch.Tensor):
+            return {0: Dim.AUTO} if value.dim() and value.shape[0] == n else None
+        if isinstance(value, dict):
+            return {k: spec(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(spec(v) for v in value)
+        return None
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    return {name: spec(value) for name, value in bound.arguments.items()}
+
+
+def _batch_range(exported, n: int) -> tuple[int, float]:
+    """The batch sizes an exported program takes: its first input's first dimension's range (n alone if static)."""
+    first = next(node for node in exported.graph.nodes
+                 if node.op == "placeholder" and node.name in exported.graph_signature.user_inputs)
+    size = first.meta["val"].shape[0]
+    if isinstance(size, int):
+        return size, size
+    bounds = exported.range_constraints.get(size.node.expr)
+    if bounds is None:
+        return n, n
+    high = bounds.upper            # sympy: an integer, or torch's integer infinity (no upper bound)
+    return int(bounds.lower), (math.inf if bool(high > 2 ** 62) else int(high))

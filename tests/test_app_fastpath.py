@@ -1,5 +1,5 @@
 """The app's fast path (app_parts/fastpath.py): which compiler a server picks where, the background warm-up after
-launch, ZeroGPU's ahead-of-time compile inside one GPU task, and the page's "preparing" status."""
+launch, ZeroGPU's ahead-of-time compile (one GPU task per model), and the page's "preparing" status."""
 from __future__ import annotations
 
 import torch
@@ -10,6 +10,7 @@ from app_parts.palette import STARTER
 from app_parts.streaming import Live, status_text
 from semantic_draw import SemanticDraw, StreamEvent
 from semantic_draw.compiled import AheadOfTime
+from scenes import rect_scene
 from standins import StandInSpaces
 
 
@@ -39,15 +40,29 @@ def test_jit_warms_the_starter_palette_of_every_model_in_the_background():
         assert model.counts.calls > 0                                   # a stream and a one-shot ran on each
 
 
-def test_zero_gpu_compiles_ahead_of_time_inside_one_gpu_task():
+def test_zero_gpu_compiles_ahead_of_time_in_one_gpu_task_per_model():
     spaces = StandInSpaces()
-    model = SemanticDraw.from_preset("tiny-sd15")
-    models = Models({"tiny-sd15": model})
+    names = ("tiny-sd15", "tiny-sd3")
+    models = Models({name: SemanticDraw.from_preset(name) for name in names})
     assert fastpath.prepare(models, "aoti", spaces_module=spaces, gpu=spaces.GPU) is None
-    assert spaces.durations == [fastpath.AOT_DURATION] and 1 <= fastpath.AOT_DURATION <= 300
-    assert spaces.compiled and all(inside for _, inside in spaces.compiled)   # every compile inside the GPU task
-    assert isinstance(model.backbone.net, AheadOfTime)
+    assert spaces.durations == [fastpath.AOT_DURATION] * len(names) and 1 <= fastpath.AOT_DURATION <= 300
+    assert spaces.compiled and all(inside for _, inside in spaces.compiled)   # every compile inside a GPU task
+    assert all(isinstance(models[name].backbone.net, AheadOfTime) for name in names)
     assert fastpath.prepare(models, None) is None
+
+
+def test_a_model_whose_ahead_of_time_compile_fails_runs_eager_and_the_others_are_compiled():
+    class Failing(StandInSpaces):
+        def aoti_compile(self, exported):
+            if len(self.durations) == 1:
+                raise RuntimeError("out of GPU time")
+            return super().aoti_compile(exported)
+    spaces = Failing()
+    models = Models({name: SemanticDraw.from_preset(name) for name in ("tiny-sd15", "tiny-sdxl")})
+    fastpath.prepare(models, "aoti", spaces_module=spaces, gpu=spaces.GPU)
+    first, second = (models[name] for name in ("tiny-sd15", "tiny-sdxl"))
+    assert not isinstance(first.backbone.net, AheadOfTime) and isinstance(second.backbone.net, AheadOfTime)
+    first.generate(rect_scene(64, 64), seed=0)          # still draws (eager)
 
 
 def test_the_page_says_when_the_fast_path_is_being_prepared():

@@ -262,18 +262,48 @@ def test_inductor_compiles_one_shape_and_the_cache_folder_warms_a_new_process(tm
     torch.testing.assert_close(torch.load(tmp_path / "z.pt"), got, rtol=1e-5, atol=1e-5)
 
 
-def test_zero_gpu_chooses_ahead_of_time_compilation_and_serves_its_shapes():
+@pytest.mark.parametrize("preset", ["tiny-sd15", "tiny-sdxl", "tiny-sd3"])
+def test_zero_gpu_chooses_ahead_of_time_compilation_and_serves_its_shapes(preset):
     from semantic_draw import compiled
     spaces = StandInSpaces()
     assert compiled.fast_path(True, spaces) == "aoti"
     assert compiled.fast_path(False, spaces) == "jit" and compiled.fast_path(True, object()) == "jit"
-    model = SemanticDraw.from_preset("tiny-sd15")
+    model = SemanticDraw.from_preset(preset)
     scene = one_brush()
-    eager = model.generate(scene, seed=0, output="latent")
+    three = rect_scene(64, 64, [(f"brush {i}", (0, 20 * i, 64, 20 * i + 24)) for i in range(3)],
+                       background_prompt="a table")
+    eager = [model.generate(s, seed=0, output="latent") for s in (scene, three)]
+    with model.stream(three, seed=0) as session:
+        frames = [session.next_frame(output="latent") for _ in range(3)]
     net = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,))
     assert spaces.compiled and model.backbone.net is net and net.fallbacks == 0
+    exported = [e for e, _ in spaces.compiled]
+    assert len(exported) == len(net.programs[next(iter(net.programs))]) <= 2    # dynamic batches: few programs
     got = model.generate(scene, seed=0, output="latent")               # the warmed shapes: programs only
-    torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, eager[0], rtol=1e-4, atol=1e-4)
     assert spaces.runs > 0 and net.fallbacks == 0
-    model.generate(rect_scene(64, 96, [("x", (0, 0, 32, 32))]), seed=0)   # another canvas: eager, and counted
+    runs = spaces.runs
+    # three brushes were never captured: their batch sizes are served by the dynamic program all the same
+    torch.testing.assert_close(model.generate(three, seed=0, output="latent"), eager[1], rtol=1e-4, atol=1e-4)
+    with model.stream(three, seed=0) as session:
+        for want in frames:
+            torch.testing.assert_close(session.next_frame(output="latent"), want, rtol=1e-4, atol=1e-4)
+    assert net.fallbacks == 0 and spaces.runs > runs
+    model.generate(rect_scene(64, 96, [("x", (0, 0, 32, 32))]), seed=0)   # a wider canvas: 64 px views again
+    assert net.fallbacks == 0
+    model.generate(rect_scene(128, 128, [("x", (0, 0, 32, 32))]), seed=0, tile_size=128)   # other views: eager
+    assert net.fallbacks > 0
+
+
+def test_zero_gpu_static_programs_serve_only_their_own_batch_sizes():
+    from semantic_draw import compiled
+    spaces = StandInSpaces()
+    model = SemanticDraw.from_preset("tiny-sd15")
+    net = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,), dynamic=False)
+    sizes = sorted(low for ranges in net.programs.values() for low, high, _ in ranges if low == high)
+    assert len(sizes) == len(spaces.compiled) >= 2            # one program per captured batch size
+    model.generate(one_brush(), seed=0, output="latent")
+    assert net.fallbacks == 0
+    three = rect_scene(64, 64, [(f"brush {i}", (0, 20 * i, 64, 20 * i + 24)) for i in range(3)])
+    model.generate(three, seed=0, output="latent")           # other batch sizes: eager, and counted
     assert net.fallbacks > 0

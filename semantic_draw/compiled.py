@@ -10,10 +10,11 @@ With ``shapes="dynamic"`` (the default) the batch dimension of the network's inp
 the batch sizes of a canvas (batch 1 has a graph of its own, as torch specializes sizes 0 and 1, and a size where the
 network's code branches starts another: diffusers' upsampler at 64 items, torch's CPU convolution at 16 on some
 canvases), so a new brush count, a stream's two frame shapes and a one-shot's steps mostly compile nothing more, and
-a restarted process traces the network once instead of once per shape. On a GPU each batch size still gets its own CUDA graph (recorded in about a second,
-not compiled), so the buckets keep mattering. A second canvas size makes torch's automatic dynamic shapes take the
-spatial sizes symbolic too. ``shapes="static"`` compiles one graph per input shape, the attention layout's calls
-(whose region contexts change with the prompt count) always start that way.
+a restarted process traces the network once instead of once per shape. On a GPU each batch size still gets a CUDA
+graph of its own (recorded in about a second, not compiled), so the buckets keep mattering. A second canvas size
+makes torch's automatic dynamic shapes take the spatial sizes symbolic too. ``shapes="static"`` compiles one graph
+per input shape; the attention layout's calls (whose region contexts change with the prompt count) start that way
+under either setting.
 
 The compile cache can live in a folder (``cache_dir``): inductor's own cache goes there (``inductor/``: the code it
 generated, C++ for a CPU, Triton for a GPU) and torch's portable artifacts are saved next to it after each new graph
@@ -266,9 +267,8 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     def capture(*args, **kwargs):
         shape = tuple((args[0] if args else kwargs["hidden_states"]).shape)
         regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
-        key = (shape[1:], shape[0] if shape[0] == 1 or not dynamic else "n")
-        if not regions and (key not in captured or shape[0] > captured[key][0]):
-            captured[key] = (shape[0], args, kwargs)     # the largest batch of each kind: what is exported
+        if not regions:
+            captured.setdefault((shape[1:], shape[0]), (args, kwargs))
         return real(*args, **kwargs)
 
     backbone.net = capture
@@ -283,7 +283,11 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     finally:
         backbone.net = real
     programs: dict[tuple, list] = {}
-    for (view, _), (n, args, kwargs) in captured.items():
+    # the smallest batch not served yet, exported (with a dynamic batch: for as many sizes as the network allows),
+    # until every captured batch of every view shape is served
+    for (view, n), (args, kwargs) in sorted(captured.items(), key=lambda kv: kv[0][1]):
+        if any(low <= n <= high for low, high, _ in programs.get(view, ())):
+            continue
         with spaces_module.aoti_capture(backbone.denoiser) as call:
             backbone.denoiser(*args, **kwargs)
         shapes = _batch_dims(backbone.denoiser, call.args, call.kwargs, n) if dynamic and n > 1 else None

@@ -295,6 +295,20 @@ def test_zero_gpu_chooses_ahead_of_time_compilation_and_serves_its_shapes(preset
     assert net.fallbacks > 0
 
 
+def test_zero_gpu_exports_another_program_past_a_batch_size_where_the_network_branches():
+    from semantic_draw import compiled
+    from semantic_draw.warm import warm_scene
+    spaces = StandInSpaces()
+    model = SemanticDraw.from_preset("tiny-sd15")
+    net = compiled.compile_ahead_of_time(model, spaces, canvases=[(128, 128)], brushes=(3,))   # 9 views a slot
+    ranges = sorted((low, high) for low, high, _ in net.programs[(4, 8, 8)])
+    assert len(ranges) == len(spaces.compiled) >= 2 and ranges[0][0] <= 2 and ranges[-1][1] >= 64
+    with model.stream(warm_scene(128, 128, 3), seed=0) as session:       # calls of more than 63 items, and fewer
+        for _ in range(3):
+            session.next_frame(output="latent")
+    assert net.fallbacks == 0
+
+
 def test_zero_gpu_static_programs_serve_only_their_own_batch_sizes():
     from semantic_draw import compiled
     spaces = StandInSpaces()

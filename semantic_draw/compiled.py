@@ -12,9 +12,9 @@ network's code branches starts another: diffusers' upsampler at 64 items, torch'
 canvases), so a new brush count, a stream's two frame shapes and a one-shot's steps mostly compile nothing more, and
 a restarted process traces the network once instead of once per shape. On a GPU each batch size still gets a CUDA
 graph of its own (recorded in about a second, not compiled), so the buckets keep mattering. A second canvas size
-makes torch's automatic dynamic shapes take the spatial sizes symbolic too. ``shapes="static"`` compiles one graph
-per input shape; the attention layout's calls (whose region contexts change with the prompt count) start that way
-under either setting.
+makes torch's automatic dynamic shapes take the spatial sizes symbolic too. In the attention layout the region
+context's batch sizes are dynamic too, but its processors loop over the prompts, so each prompt count has graphs of
+its own. ``shapes="static"`` compiles one graph per input shape.
 
 The compile cache can live in a folder (``cache_dir``): inductor's own cache goes there (``inductor/``: the code it
 generated, C++ for a CPU, Triton for a GPU) and torch's portable artifacts are saved next to it after each new graph
@@ -104,18 +104,25 @@ class Compiled(Wrapper):
 class DynamicBatch:
     """The compiled network, its calls' batch dimension marked dynamic from the first call on (torch would only
     make it so after a second batch size, compiling twice). Every input tensor whose first size is the batch's is
-    marked (the latents, timesteps, prompt rows, SDXL's added conditions); calls of one item and the attention
-    layout's calls go as they are."""
+    marked (the latents, timesteps, prompt rows, SDXL's added conditions), and in the attention layout the sizes of
+    its region context that follow the batch (the context says which); calls of one item go as they are."""
 
     def __init__(self, compiled):
         self.compiled = compiled
 
     def __call__(self, *args, **kwargs):
         n = (args[0] if args else kwargs["hidden_states"]).shape[0]
-        regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
-        if n > 1 and not regions:
-            _mark_batch((args, kwargs), n)
+        if n > 1:
+            plain = {k: v for k, v in kwargs.items() if k not in REGION_KWARGS}
+            _mark_batch((args, plain), n)
+            for name in REGION_KWARGS:
+                regions = (kwargs.get(name) or {}).get("regions")
+                for tensor, dim in regions.batch_dims() if regions is not None else ():
+                    torch._dynamo.maybe_mark_dynamic(tensor, dim)
         return self.compiled(*args, **kwargs)
+
+
+REGION_KWARGS = ("cross_attention_kwargs", "joint_attention_kwargs")   # where the attention layout's context goes
 
 
 def _mark_batch(value, n: int) -> None:

@@ -189,6 +189,19 @@ def test_dynamic_shapes_serve_new_brush_counts_and_one_shots_of_a_canvas_without
     # on the batch size (torch's CPU convolution at 16 items on some canvases, diffusers' upsampler at 64)
     assert counts["dynamic"] <= 2
     assert counts["static"] >= 4           # one per batch size
+    attention = {}
+    for shapes in ("static", "dynamic"):       # the attention layout: its region context's batch sizes too
+        model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager", shapes=shapes)
+        eager = SemanticDraw.from_preset("tiny-sd15")
+        scene = scenes[1]
+        with model.stream(scene, seed=1, regions="attention") as session, \
+                eager.stream(scene, seed=1, regions="attention") as want:
+            for _ in range(3):
+                torch.testing.assert_close(session.next_frame(output="latent"), want.next_frame(output="latent"),
+                                           rtol=1e-4, atol=1e-4)
+        model.generate(scene, seed=1, output="latent", regions="attention")
+        attention[shapes] = model.compiled.compiles
+    assert attention["dynamic"] <= 2 < attention["static"]     # one graph for the batches, one for single items
     with pytest.raises(OptionError, match="shapes"):
         SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager", shapes="some")
     with pytest.raises(OptionError, match="shapes"):

@@ -37,6 +37,14 @@ class UNetRegions:
     tokens: torch.Tensor                  # [N, T, D] what the UNet is given as encoder states (unused by the mix)
     pooled: torch.Tensor | None           # [N, D'] area-weighted pooled embedding per item (SDXL), or None
 
+    def batch_dims(self) -> list[tuple[torch.Tensor, int]]:
+        """(tensor, dimension) of every size that is the batch's (or the mixed items', all of them in a compiled
+        call), for a compiled network with a dynamic batch (compiled.DynamicBatch)."""
+        dims = [(self.group, 0), (self.tokens, 0)] + [(w, 1) for w in self.weights.values()]
+        if len(self.mix) == len(self.group):
+            dims.append((self.mix, 0))
+        return dims + ([] if self.pooled is None else [(self.pooled, 0)])
+
 
 @dataclass
 class JointRegions:
@@ -44,6 +52,10 @@ class JointRegions:
     bias: torch.Tensor                    # [N, 1, L, L] additive bias, image tokens first, then the S prompts' tokens
     tokens: torch.Tensor                  # [N, S * T, D] each item's text stream: its set's prompts side by side
     pooled: torch.Tensor                  # [N, D'] area-weighted pooled embedding per item
+
+    def batch_dims(self) -> list[tuple[torch.Tensor, int]]:
+        """(tensor, dimension) of every size that is the batch's (compiled.DynamicBatch)."""
+        return [(self.bias, 0), (self.tokens, 0), (self.pooled, 0)]
 
 
 def normalized(weights: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,17 @@ def joint_context(regions, view_hw, patch: int, dtype: torch.dtype, device) -> J
     bias = torch.cat([torch.cat([at.new_zeros(n, p, p), image_to_text], 2),
                       torch.cat([text_to_image, text_to_text], 2)], 1)[:, None]
     pooled = pooled_mix(weights, regions.prompts["pooled"].to(device, torch.float32), group)
-    return JointRegions(bias.to(dtype), embeds.reshape(n, s * t, d), pooled.to(dtype))
+    return JointRegions(aligned(bias.to(dtype)), embeds.reshape(n, s * t, d), pooled.to(dtype))
+
+
+def aligned(bias: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """The bias as a view of a tensor whose rows are padded to ``multiple`` elements: the memory-efficient SDPA kernel
+    needs its bias rows aligned so, and torch pads and copies a misaligned bias in every call (every joint-attention
+    layer of every step) otherwise. SD3's rows are image tokens + S x 333 text tokens: aligned only when S is a
+    multiple of 8."""
+    length = bias.shape[-1]
+    pad = -length % multiple
+    return bias if pad == 0 else F.pad(bias, (0, pad))[..., :length]
 
 
 class RegionCrossAttnProcessor(AttnProcessor2_0):

@@ -199,9 +199,12 @@ class SemanticDraw:
         return opts
 
     def schedule(self, settings: SamplerSettings):
-        return build_schedule(settings.sampler, self.backbone.scheduler_config, self.backbone.prediction_type,
-                              steps=settings.steps, timesteps=settings.timesteps, eta=settings.eta,
-                              spacing=settings.spacing)
+        """The schedule of ``settings``, built once per settings (the model keeps the ones in use)."""
+        timesteps = None if settings.timesteps is None else tuple(settings.timesteps)
+        key = (settings.sampler, settings.steps, timesteps, settings.spacing, settings.eta)
+        return self.caches.schedule(key, lambda: build_schedule(
+            settings.sampler, self.backbone.scheduler_config, self.backbone.prediction_type, steps=settings.steps,
+            timesteps=settings.timesteps, eta=settings.eta, spacing=settings.spacing))
 
     def plan_builder(self, settings: SamplerSettings, opts: StepOptions, *, cover_alpha: float | None = None,
                      tile_size: int | None = None, regions: str = "latent", share: bool = False,

@@ -144,9 +144,17 @@ MASK_CACHE_BYTES = 256 * 2 ** 20     # step masks one cache keeps at most (a 409
 
 
 def _nbytes(value) -> int:
-    """Bytes of a tensor or of a dict of tensors (prompt rows)."""
-    tensors = value.values() if isinstance(value, dict) else (value,)
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes of the tensors in a value: a tensor, a dict or sequence of them (prompt rows), or an object holding
+    them (a schedule, a tiling)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        parts = value.values()
+    elif isinstance(value, (list, tuple)):
+        parts = value
+    else:
+        parts = vars(value).values() if hasattr(value, "__dict__") else ()
+    return sum(_nbytes(v) for v in parts if isinstance(v, (torch.Tensor, dict, list, tuple)))
 
 
 class BoundedLRU:
@@ -242,16 +250,26 @@ def white_latent(backbone: Backbone, lock) -> torch.Tensor:
 
 
 class SharedCaches:
-    """What the plan builders of one model share: the prompt rows and step masks of recent one-shot calls (each call
-    makes a builder of its own, so a repeated palette would be encoded and blurred again every call) and the white
-    canvas's latent."""
+    """What the plan builders of one model share: the prompt rows, step masks and tilings of recent one-shot calls
+    (each call makes a builder of its own, so a repeated palette would be encoded and blurred again every call), the
+    schedules of the sampler settings in use and the white canvas's latent."""
 
     def __init__(self, backbone: Backbone, lock, max_size: int = 256, max_bytes: int = PROMPT_CACHE_BYTES):
         self.backbone, self.lock = backbone, lock
         self.prompts = PromptCache(lambda prompts: encode_prompts(backbone, lock, prompts), max_size, max_bytes)
         self.masks = BoundedLRU(64, MASK_CACHE_BYTES)
+        self.tilings = BoundedLRU(32, 64 << 20)       # (latent h, w, view) -> Tiling
+        self.schedules = BoundedLRU(16, 16 << 20)     # sampler settings -> Schedule
         self._white: torch.Tensor | None = None
         self.whites_encoded = 0
+
+    def schedule(self, key: tuple, build):
+        """The schedule of ``key`` (the sampler settings), built by ``build()`` the first time."""
+        schedule = self.schedules.get(key)
+        if schedule is None:
+            schedule = build()
+            self.schedules.put(key, schedule)
+        return schedule
 
     def white(self) -> torch.Tensor:
         if self._white is None:
@@ -334,6 +352,7 @@ class PlanBuilder:
         self.masks_computed = 0       # layers whose step masks were computed (the rest came from the cache)
         self._background: tuple | None = None   # (image digest or None, z_bg, z_white)
         self._tilings: dict[tuple[int, int], Tiling] = {}
+        self._shared_tilings = shared.tilings if share else None
 
     # -- the door ------------------------------------------------------------------------------------------------
     def check(self, scene):
@@ -352,10 +371,21 @@ class PlanBuilder:
         cond, uncond = (self._to_model(c) for c in conditioning(specs, scene.background, self.prompts,
                                                                  self.with_uncond))
         z_bg, z_white = self._background_latents(scene.background.image, h, w)
-        if (h, w) not in self._tilings:
-            self._tilings[(h, w)] = make_tiling(h, w, max(1, self.tile_size // f))
         regions = self._regions(scene, masks, cond, uncond) if self.layout == "attention" else None
-        return Plan(self.schedule, self._tilings[(h, w)], masks, cond, uncond, z_bg, z_white, f, regions)
+        return Plan(self.schedule, self._tiling(h, w), masks, cond, uncond, z_bg, z_white, f, regions)
+
+    def _tiling(self, h: int, w: int) -> Tiling:
+        """The views of an h x w latent: kept by the builder, or with ``share`` by the model (one-shots)."""
+        view = max(1, self.tile_size // self.backbone.vae_factor)
+        tiling = self._tilings.get((h, w))
+        if tiling is None and self._shared_tilings is not None:
+            tiling = self._shared_tilings.get((h, w, view))
+        if tiling is None:
+            tiling = make_tiling(h, w, view)
+            if self._shared_tilings is not None:
+                self._shared_tilings.put((h, w, view), tiling)
+        self._tilings[(h, w)] = tiling
+        return tiling
 
     def _regions(self, scene, masks: torch.Tensor, cond: Cond, uncond: Cond | None) -> RegionPlan:
         """The attention layout's prompt slots: row 0 the background prompt, then one row per brush; identical

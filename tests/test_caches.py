@@ -101,6 +101,27 @@ def test_one_shots_share_prompt_rows_masks_and_the_white_latent_and_images_stay_
     assert torch.equal(fresh.generate(other, seed=1, output="latent"), model.generate(other, seed=1, output="latent"))
 
 
+def test_one_shots_share_schedules_and_tilings_and_a_new_canvas_or_setting_gets_its_own(monkeypatch):
+    import semantic_draw.model as model_module
+    import semantic_draw.plan as plan_module
+    built, tiled = [], []
+    build_schedule, make_tiling = model_module.build_schedule, plan_module.make_tiling
+    monkeypatch.setattr(model_module, "build_schedule", lambda *a, **k: built.append(1) or build_schedule(*a, **k))
+    monkeypatch.setattr(plan_module, "make_tiling", lambda *a: tiled.append(a) or make_tiling(*a))
+    model = SemanticDraw.from_preset("tiny-sd15")
+    wide = rect_scene(64, 128, THREE)                            # two views
+    first = model.generate(wide, seed=2, output="latent")
+    assert len(built) == 1 and len(tiled) == 1
+    assert torch.equal(model.generate(wide, seed=2, output="latent"), first)
+    assert len(built) == 1 and len(tiled) == 1                   # the second one-shot: both from the model's caches
+    model.generate(wide, seed=2, output="latent", steps=2)       # other settings: their own schedule
+    model.generate(rect_scene(64, 64, THREE), seed=2, output="latent")   # another canvas: its own views
+    assert len(built) == 2 and len(tiled) == 2
+    fresh = SemanticDraw.from_preset("tiny-sd15")
+    assert torch.equal(fresh.generate(wide, seed=2, output="latent"), first)
+    assert model.schedule(model.settings) is model.schedule(model.settings)
+
+
 def test_the_prompt_cache_is_bounded_in_bytes_and_count_and_keeps_the_newest():
     def encode(prompts):
         return {"embeds": torch.ones(len(prompts), 10, 25)}     # 1000 bytes a prompt

@@ -49,6 +49,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder for the markdown table and a PNG bar chart")
 
 
+def add_compile_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """--compile (``what`` it then measures), --compile-cache and --compile-shapes."""
+    parser.add_argument("--compile", action="store_true", help=what)
+    parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
+    parser.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
+                        help="with --compile: one graph for every batch size of a canvas, or one per shape")
+
+
 def real_preset(args) -> Preset:
     """The preset whose sampler settings are used: the named one, or for --full-size (or --count-only) of a tiny
     preset its family's real preset (tiny-sd15 -> sd15)."""

@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (ROOT, PeakMemory, add_model_args, build_model, clocked, is_tiny, machine_lines,  # noqa: E402
-                          markdown_table, median, real_preset, timed, to_multiple, write_outputs)
+from bench.common import (ROOT, PeakMemory, add_compile_args, add_model_args, build_model, clocked,  # noqa: E402
+                          is_tiny, machine_lines, markdown_table, median, real_preset, timed, to_multiple,
+                          write_outputs)
 from semantic_draw import METHODS, Scene  # noqa: E402
 from semantic_draw.compiled import FixedShapes  # noqa: E402
 from semantic_draw.denoiser import Wrapper  # noqa: E402
@@ -38,12 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per method first")
     parser.add_argument("--batch-size", type=int, default=16, help="most items per model call")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    parser.add_argument("--compile", action="store_true",
-                        help="after the eager rows, semanticdraw again with the network and decoders compiled "
+    add_compile_args(parser, "after the eager rows, semanticdraw again with the network and decoders compiled "
                              "(its warm-up runs compile)")
-    parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
-    parser.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
-                        help="with --compile: one graph for every batch size of a canvas, or one per shape")
     parser.add_argument("--count-only", action="store_true",
                         help="exact model calls / evaluations of the real preset's configuration at the real canvas, "
                              "fast on a CPU (tiny model whose denoiser returns zeros; its times mean nothing)")

@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (PeakMemory, add_model_args, build_model, clocked, is_tiny, machine_lines,  # noqa: E402
-                          markdown_table, median, percentile, process_age, real_preset, sync, timed, to_multiple,
-                          write_outputs)
+from bench.common import (PeakMemory, add_compile_args, add_model_args, build_model, clocked, is_tiny,  # noqa: E402
+                          machine_lines, markdown_table, median, percentile, process_age, real_preset, sync, timed,
+                          to_multiple, write_outputs)
 from semantic_draw.sizes import keep_aspect  # noqa: E402
 from semantic_draw import Background, Layer, Scene  # noqa: E402
 
@@ -45,12 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (filling) frame")
     parser.add_argument("--oneshot-repeats", type=int, default=3,
                         help="timed one-shot generations per brush count (0: none, and no one-shot shapes to compile)")
-    parser.add_argument("--compile", action="store_true",
-                        help="after the eager rows, the same rows with the network compiled (torch.compile; CUDA "
+    add_compile_args(parser, "after the eager rows, the same rows with the network compiled (torch.compile; CUDA "
                              "graphs on a GPU), side by side; 'first frames' then includes compiling")
-    parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
-    parser.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
-                        help="with --compile: one graph for every batch size of a canvas, or one per shape")
     parser.add_argument("--compiled-only", action="store_true",
                         help="with --compile: no eager rows, so that the first row's 'since process start' is a "
                              "restarted server's time to its first frame (on a warm --compile-cache)")

@@ -11,10 +11,12 @@
 #   bash bench/gpu_session.sh fifth      # what changed on 2026-12-01, most valuable first (about 10 minutes): steady
 #                                        # frames (slots in flight only, kept layouts) against painting frames, eager
 #                                        # and compiled; the 4096x2048 memory rows; SDXL attention compiled
-#   bash bench/gpu_session.sh sixth      # run this one first (2026-12-01 evening; about 9 minutes): compiled dynamic
-#                                        # shapes (the new default) against static ones, SD1.5 3 brushes, steady and
-#                                        # painting frames; time to first frame from process start on a warm cache
-#                                        # with the model loaded from a folder; 8 brushes attention, dynamic
+#   bash bench/gpu_session.sh sixth      # run this one first (2026-12-01 evening; about 6 minutes): compiled dynamic
+#                                        # shapes (the new default), SD1.5 3 brushes, steady and painting frames,
+#                                        # cold; then warm in new processes (time to first frame from process start,
+#                                        # the model loaded from a folder), 3 and 1, 8 brushes
+#   bash bench/gpu_session.sh seventh    # then (about 7 minutes): the same 3 brushes with static shapes, for the side
+#                                        # by side; 8 brushes in the attention layout; Irworobongdo compiled
 #
 # Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
@@ -29,6 +31,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
         && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 CACHE=/tmp/sd-compile-cache
+MODELS=/tmp/sd-models            # full-size random weights saved once, then loaded as a user's folder
 phase() {   # phase NAME SECONDS COMMAND...
     local name=$1 limit=$2; shift 2
     local start=$(date +%s)
@@ -54,7 +57,6 @@ if [ "${1:-first}" = second ]; then
 fi
 if [ "${1:-first}" = sixth ]; then
     export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
-    MODELS=/tmp/sd-models
     phase sd15-latent-3-dynamic-cold 200 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
         --regions latent --frames 20 --oneshot-repeats 2 --compile --compile-shapes dynamic --painting \
         --compile-cache "$CACHE" --model-dir "$MODELS"
@@ -64,11 +66,18 @@ if [ "${1:-first}" = sixth ]; then
     phase sd15-latent-1-8-dynamic-warm 90 python3 bench/stream.py --full-size --preset sd15 --layers 1,8 \
         --regions latent --frames 20 --oneshot-repeats 1 --compile --compiled-only --compile-shapes dynamic \
         --compile-cache "$CACHE" --model-dir "$MODELS"
-    phase sd15-latent-3-static-cold 150 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
-        --regions latent --frames 20 --oneshot-repeats 0 --compile --compile-shapes static --model-dir "$MODELS"
-    phase sd15-attention-8-dynamic 110 python3 bench/stream.py --full-size --preset sd15 --layers 8 \
-        --regions attention --frames 20 --oneshot-repeats 1 --compile --compile-shapes dynamic --painting \
+    exit 0
+fi
+if [ "${1:-first}" = seventh ]; then
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    phase sd15-latent-3-static-cold 160 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
+        --regions latent --frames 20 --oneshot-repeats 0 --compile --compiled-only --compile-shapes static \
         --model-dir "$MODELS"
+    phase sd15-attention-8-dynamic 120 python3 bench/stream.py --full-size --preset sd15 --layers 8 \
+        --regions attention --frames 20 --oneshot-repeats 0 --compile --compiled-only --compile-shapes dynamic \
+        --painting --model-dir "$MODELS"
+    phase irworobongdo-compiled-dynamic 150 python3 bench/methods.py --full-size --preset sd15 \
+        --methods semanticdraw --repeats 3 --compile --model-dir "$MODELS"
     exit 0
 fi
 if [ "${1:-first}" = fifth ]; then

@@ -53,8 +53,8 @@ class SmallBuckets(Wrapper):
     buckets = (1, 2, 4, 8)
 
 
-@pytest.mark.parametrize("regions", ["latent", "attention"])
-def test_one_shot_steps_of_one_call_keep_their_shape_and_larger_steps_pad_only_their_last_call(regions):
+@pytest.mark.parametrize("regions, guidance", [("latent", 0.0), ("latent", 3.0), ("attention", 0.0)])
+def test_one_shot_steps_of_one_call_keep_their_shape_and_larger_steps_pad_only_their_last_call(regions, guidance):
     from semantic_draw.denoiser import bucket
     from semantic_draw.plan import Plan
     rects = [(f"brush {i}", (0, 56 * i, 64, 56 * i + 80)) for i in range(5)]
@@ -70,7 +70,7 @@ def test_one_shot_steps_of_one_call_keep_their_shape_and_larger_steps_pad_only_t
             recorded.sizes = []
             ends = []
             z = model.generate(scene, seed=0, output="latent", batch_size=8, tile_size=tile, regions=regions,
-                               callback=lambda info: ends.append(len(recorded.sizes)))
+                               guidance=guidance, callback=lambda info: ends.append(len(recorded.sizes)))
             return z, [recorded.sizes[a:b] for a, b in zip([0] + ends, ends)]
         want, eager = run()
         model.network = SmallBuckets(recorded)
@@ -83,8 +83,9 @@ def test_one_shot_steps_of_one_call_keep_their_shape_and_larger_steps_pad_only_t
         torch.testing.assert_close(got, want, rtol=0 if regions == "latent" else 1e-4,
                                    atol=0 if regions == "latent" else 5e-5)     # padding never reaches the image
         plan = built[-1]
+        factor = 2 if guidance else 1           # full CFG: every view twice in the call
         for i, (e, p) in enumerate(zip(eager, padded)):
-            most = plan.most_items(torch.tensor([i]), model.step_options().bootstrap_steps)
+            most = factor * plan.most_items(torch.tensor([i]), model.step_options().bootstrap_steps)
             if most <= 8:       # one call: the step's own shape, whatever is painted
                 assert p == [most] * len(e)
             else:               # full calls of 8, the last one in its bucket

@@ -67,8 +67,9 @@ class StreamSession:
         self.counts = Counts()       # this session's network calls and items (stats)
         self.denoiser = for_options(Counted(denoiser, self.counts), opts.guidance_mode, opts.guidance, opts.batch_size,
                                     regions=builder.backbone if builder.layout == "attention" else None)
-        self._last = {"calls": 0, "items": 0, "seconds": 0.0}
+        self._last = {"calls": 0, "items": 0, "seconds": 0.0, "graphs": 0}
         self._padded = find(self.denoiser, Padded)      # a compiled network: every frame of one shape
+        self._compiled = _compiled_layer(self.denoiser)   # its Compiled wrapper (the graphs it compiled), or None
         self._padded_for = None                          # the plan its minimum batch was set for
         self.schedule = builder.schedule
         self.tiny_decode = tiny_decode
@@ -158,10 +159,13 @@ class StreamSession:
     # -- frames --------------------------------------------------------------------------------------------------
     def stats(self) -> dict:
         """What the stream costs: frames so far, and the network calls, items (views; a CFG view counts twice) and
-        seconds of the last frame, with the region layout that set them."""
+        seconds of the last frame, with the region layout that set them; for a compiled network the graphs it has
+        compiled (the model's, every session's together) and those the last frame compiled (None / 0 when eager)."""
         with self._lock:
             return {"frames": self.frames, "calls_last_frame": self._last["calls"],
                     "items_last_frame": self._last["items"], "seconds_last_frame": self._last["seconds"],
+                    "graphs_compiled": None if self._compiled is None else self._compiled.compiles,
+                    "graphs_compiled_last_frame": self._last["graphs"],
                     "regions": self.builder.layout, "slots": self.schedule.steps, "layers": len(self.scene.layers)}
 
     @out_of_memory_is_a_resource_error("Try a smaller canvas, fewer brushes, or the attention region layout.")
@@ -170,6 +174,7 @@ class StreamSession:
         with self._lock:
             self._check_open()
             start, calls, items = time.perf_counter(), self.counts.calls, self.counts.items
+            graphs = 0 if self._compiled is None else self._compiled.compiles
             plan, T = self.plan, self.schedule.steps
             if self._fresh is None:   # the same every frame until the background or the seed changes
                 self._fresh = initial_latent(plan, self._bg_noise, self.scene.background.image is not None)
@@ -195,7 +200,8 @@ class StreamSession:
             self.frames += 1
             image = latent if output == "latent" else self.decoder(latent, tiny=self.tiny_decode)
             self._last = {"calls": self.counts.calls - calls, "items": self.counts.items - items,
-                          "seconds": time.perf_counter() - start}
+                          "seconds": time.perf_counter() - start,
+                          "graphs": 0 if self._compiled is None else self._compiled.compiles - graphs}
         return image
 
     def _remember_entry(self, x0: torch.Tensor, x_next: torch.Tensor) -> None:
@@ -378,3 +384,9 @@ def _drain(edits, wait: float | None) -> list:
 
 def _fps(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+
+
+def _compiled_layer(denoiser: Denoiser):
+    """The Compiled wrapper in a chain of denoisers (compiled.py), or None."""
+    from .compiled import Compiled
+    return find(denoiser, Compiled)

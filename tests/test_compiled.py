@@ -158,13 +158,17 @@ def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing
         want = [session.next_frame(output="latent") for _ in range(3)]
     model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager", shapes=shapes)
     with model.stream(scene, seed=0) as session:
-        got = [session.next_frame(output="latent") for _ in range(3)]
+        got = [session.next_frame(output="latent")]
+        assert session.stats()["graphs_compiled_last_frame"] >= 1        # the first frame compiled, and says so
+        got += [session.next_frame(output="latent") for _ in range(2)]
         compiles = model.compiled.compiles
+        assert session.stats()["graphs_compiled"] == compiles
         # two shapes: a frame with a slot at step 0, and the slots in flight; one graph for both when dynamic
         assert compiles == (2 if shapes == "static" else 1)
         assert len({s[0] for s in model.compiled.shapes}) == compiles
         for _ in range(3):
             session.next_frame(output="latent")
+            assert session.stats()["graphs_compiled_last_frame"] == 0
         assert model.compiled.compiles == compiles                   # the second frame on: no recompilation
     for a, b in zip(want, got):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -176,6 +176,24 @@ def test_compiled_streams_give_the_eager_frames_and_later_frames_compile_nothing
     assert model.compiled.shapes and all(s[0] in model.compiled.buckets for s in model.compiled.shapes)
 
 
+@pytest.mark.parametrize("preset", ["tiny-sd15", "tiny-sdxl", "tiny-sd3"])
+@pytest.mark.parametrize("regions", ["latent", "attention"])
+def test_every_family_compiled_gives_the_eager_one_shots_and_frames(preset, regions):
+    scene = rect_scene(64, 64, [("a red apple", (8, 16, 56, 40)), ("a cup", (0, 30, 40, 64))],
+                       background_prompt="a table")
+    eager = SemanticDraw.from_preset(preset)
+    model = SemanticDraw.from_preset(preset).compile(backend="aot_eager")     # dynamo's graphs, no code generated
+    torch.testing.assert_close(model.generate(scene, seed=3, output="latent", regions=regions),
+                               eager.generate(scene, seed=3, output="latent", regions=regions), rtol=1e-4, atol=1e-4)
+    with model.stream(scene, seed=3, regions=regions) as session, \
+            eager.stream(scene, seed=3, regions=regions) as want:
+        for _ in range(3):
+            torch.testing.assert_close(session.next_frame(output="latent"), want.next_frame(output="latent"),
+                                       rtol=1e-4, atol=1e-4)
+        assert session.stats()["graphs_compiled_last_frame"] == 0
+    assert model.compiled.compiles >= 1
+
+
 def test_dynamic_shapes_serve_new_brush_counts_and_one_shots_of_a_canvas_without_compiling():
     scenes = [rect_scene(64, 64, [(f"brush {i}", (0, 12 * i, 64, 12 * i + 20)) for i in range(k)],
                          background_prompt="a table") for k in (1, 2, 4)]

@@ -281,9 +281,11 @@ class StreamSession:
         start, times, last, same, idle, made = time.monotonic(), [], None, 0, False, 0
         holding, ticket = slots is None, None
         if self._padded is not None and self.frames == 0:
-            yield StreamEvent("preparing", message="Preparing the fast path: the first frames of a canvas size and "
-                                                   "brush count compile the network (minutes the first time, seconds "
-                                                   "once cached).")
+            what = ("canvas size" if self._compiled is not None and self._compiled.shapes_mode == "dynamic"
+                    else "canvas size and brush count")
+            yield StreamEvent("preparing", message=f"Preparing the fast path: the first frames of a new {what} "
+                                                   "compile the network (minutes the first time, seconds once "
+                                                   "cached).")
         try:
             while True:
                 todo = _drain(edits, idle_wait if idle else None)

@@ -111,7 +111,7 @@ class DynamicBatch:
         self.compiled = compiled
 
     def __call__(self, *args, **kwargs):
-        n = (args[0] if args else kwargs["hidden_states"]).shape[0]
+        n = _call_shape(args, kwargs)[0]
         if n > 1:
             plain = {k: v for k, v in kwargs.items() if k not in REGION_KWARGS}
             _mark_batch((args, plain), n)
@@ -123,6 +123,16 @@ class DynamicBatch:
 
 
 REGION_KWARGS = ("cross_attention_kwargs", "joint_attention_kwargs")   # where the attention layout's context goes
+
+
+def _call_shape(args, kwargs) -> tuple:
+    """The input latents' shape of a call of the backbone's network (positional for UNets, hidden_states for SD3)."""
+    return tuple((args[0] if args else kwargs["hidden_states"]).shape)
+
+
+def _has_regions(kwargs) -> bool:
+    """Whether a network call carries the attention layout's region context."""
+    return any(kwargs.get(name) for name in REGION_KWARGS)
 
 
 def _mark_batch(value, n: int) -> None:
@@ -249,9 +259,8 @@ class AheadOfTime:
         return None
 
     def __call__(self, *args, **kwargs):
-        shape = tuple((args[0] if args else kwargs["hidden_states"]).shape)
-        regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
-        program = None if regions else self.program(shape)    # the attention layout is not exported
+        shape = _call_shape(args, kwargs)
+        program = None if _has_regions(kwargs) else self.program(shape)    # the attention layout is not exported
         if program is None:
             self.fallbacks += 1
             log.warning("no ahead-of-time program for a batch of %s: eager (%d such calls)", shape, self.fallbacks)
@@ -272,9 +281,8 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     real = backbone.net
 
     def capture(*args, **kwargs):
-        shape = tuple((args[0] if args else kwargs["hidden_states"]).shape)
-        regions = kwargs.get("cross_attention_kwargs") or kwargs.get("joint_attention_kwargs")
-        if not regions:
+        shape = _call_shape(args, kwargs)
+        if not _has_regions(kwargs):
             captured.setdefault((shape[1:], shape[0]), (args, kwargs))
         return real(*args, **kwargs)
 

@@ -155,12 +155,7 @@ class SemanticDraw:
     def compiled(self):
         """The Compiled wrapper of the network (its ``compiles`` and ``shapes`` say what was compiled), or None."""
         from .compiled import Compiled
-        layer = self.network
-        while layer is not None:
-            if isinstance(layer, Compiled):
-                return layer
-            layer = getattr(layer, "inner", None)
-        return None
+        return find(self.network, Compiled)
 
     def warm(self, canvases=None, brushes=(1, 3), regions=("latent",), progress=None) -> float:
         """Compile the shapes of streams and one-shots before anyone waits for them: for each canvas (height,

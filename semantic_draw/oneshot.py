@@ -12,7 +12,7 @@ from .errors import OptionError
 from .noise import NoiseSource
 from .plan import Plan
 from .options import StepOptions
-from .sampler import region_step
+from .sampler import most_call_items, region_step
 from .schedule import SamplerSettings
 
 METHODS = ("semanticdraw", "multidiffusion-fast", "multidiffusion")
@@ -69,7 +69,7 @@ def step_shapes(plan: Plan, opts: StepOptions, padded: Padded) -> Callable[[int]
     """
     factor = 2 if opts.guidance_mode == "full" else 1
     chunk = max(1, opts.batch_size // factor) * factor      # the items of one call (Batched, CFG doubling)
-    most = [factor * plan.most_items(torch.tensor([i]), opts.bootstrap_steps) for i in range(plan.schedule.steps)]
+    most = [most_call_items(plan, opts, torch.tensor([i])) for i in range(plan.schedule.steps)]
 
     def before_step(i: int) -> None:
         padded.minimum = most[i] if most[i] <= chunk else 0

@@ -73,6 +73,12 @@ class StepLayout:
                      self.regions)
 
 
+def most_call_items(plan: Plan, opts: StepOptions, steps: torch.Tensor) -> int:
+    """The most network items a step at ``steps`` (host) can send, whatever is painted: the plan's most items, twice
+    under full CFG. What a compiled network's calls are padded to (stream frames, one-shot steps)."""
+    return (2 if opts.guidance_mode == "full" else 1) * plan.most_items(steps, opts.bootstrap_steps)
+
+
 def prepare_step(plan: Plan, opts: StepOptions, steps: torch.Tensor, dev, bg_noise: torch.Tensor,
                  reused: bool = False) -> StepLayout:
     """The StepLayout of a step at step indices ``steps`` [S] (host) on ``plan``; ``reused``: for many steps."""

@@ -30,7 +30,7 @@ from .noise import NoiseSource
 from .oneshot import initial_latent
 from .plan import Plan, PlanBuilder
 from .options import StepOptions
-from .sampler import StepLayout, prepare_step, region_step
+from .sampler import StepLayout, most_call_items, prepare_step, region_step
 from .sharing import Slots
 from .transfer import to_device
 
@@ -72,6 +72,8 @@ class StreamSession:
         self._compiled = _compiled_layer(self.denoiser)   # its Compiled wrapper (the graphs it compiled), or None
         self._padded_for = None                          # the plan its minimum batch was set for
         self.schedule = builder.schedule
+        self._in_flight_steps = torch.arange(1, builder.schedule.steps)   # the steps of the slots in flight (host)
+        self._in_flight_levels: dict = {}   # device -> (alpha, sigma) [T-1, 1, 1, 1] of those steps, made once
         self.tiny_decode = tiny_decode
         self._self_guided = opts.guidance_mode == "self" and opts.guidance > 1
         self._lock = threading.RLock()
@@ -186,16 +188,15 @@ class StreamSession:
                 carried = torch.cat([self._bg_noise, self._carried]) if self._self_guided else None
                 res = self._step(x, torch.arange(T), self._slot_noise, carried)
                 self._remember_entry(res.x0[:1], res.x_next[:1])
-                self._keep(res.x0[:T - 1], res.x_next[:T - 1], torch.arange(1, T))
+                self._keep(res.x0[:T - 1], res.x_next[:T - 1])
                 latent = res.x0[T - 1:]
             elif T == 1:                  # one step: the frame is the entering latent's, made already
                 latent = self._entry[0]
             else:                         # the entering latent's step is kept: the slots in flight only
-                res = self._step(self._inflight, torch.arange(1, T), self._slot_noise[1:],
+                res = self._step(self._inflight, self._in_flight_steps, self._slot_noise[1:],
                                  self._carried if self._self_guided else None)
                 entry_x0, entry_next = self._entry
-                self._keep(torch.cat([entry_x0, res.x0[:T - 2]]), torch.cat([entry_next, res.x_next[:T - 2]]),
-                           torch.arange(1, T))
+                self._keep(torch.cat([entry_x0, res.x0[:T - 2]]), torch.cat([entry_next, res.x_next[:T - 2]]))
                 latent = res.x0[T - 2:]
             self.frames += 1
             image = latent if output == "latent" else self.decoder(latent, tiny=self.tiny_decode)
@@ -220,9 +221,8 @@ class StreamSession:
         in_flight = bool((steps >= 1).all())          # no slot at step 0: the shape of the slots in flight
         if self._padded is not None:
             if self._padded_for is not self.plan:   # once per plan, not per frame
-                factor = 2 if self.opts.guidance_mode == "full" else 1
-                self._most = tuple(factor * self.plan.most_items(s, self.opts.bootstrap_steps)
-                                   for s in (torch.arange(T), torch.arange(1, T)))
+                self._most = tuple(most_call_items(self.plan, self.opts, s)
+                                   for s in (torch.arange(T), self._in_flight_steps))
                 self._padded_for = self.plan
             self._padded.minimum = self._most[1 if in_flight else 0]
         layout = None
@@ -248,21 +248,33 @@ class StreamSession:
                 carried = self._noise_in(res.x0, res.x_next, torch.tensor([i + 1]))
             x = res.x_next
         if T > 1:
-            self._keep(torch.cat(kept_x0[:T - 1]), torch.cat(kept_next[:T - 1]), torch.arange(1, T))
+            self._keep(torch.cat(kept_x0[:T - 1]), torch.cat(kept_next[:T - 1]))
         else:
             self._inflight = self._carried = x[:0]
         return kept_x0[-1]
 
-    def _noise_in(self, x0: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    def _levels(self, level: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (-1, 1, 1, 1)
-        level = to_device(level, x.device)
-        alpha = self.schedule.table("alphas", x.device)[level].view(shape)
-        sigma = self.schedule.table("sigmas", x.device)[level].view(shape)
+        level = to_device(level, device)
+        return (self.schedule.table("alphas", device)[level].view(shape),
+                self.schedule.table("sigmas", device)[level].view(shape))
+
+    def _noise_in(self, x0: torch.Tensor, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
+        """The noise x carries at ``level`` (host), given its clean estimate x0; None: the slots in flight, whose
+        coefficients are the same every frame (made once per device)."""
+        if level is None:
+            key = str(x.device)
+            if key not in self._in_flight_levels:
+                self._in_flight_levels[key] = self._levels(self._in_flight_steps, x.device)
+            alpha, sigma = self._in_flight_levels[key]
+        else:
+            alpha, sigma = self._levels(level, x.device)
         return (x - alpha * x0) / sigma
 
-    def _keep(self, x0: torch.Tensor, x_next: torch.Tensor, levels: torch.Tensor) -> None:
+    def _keep(self, x0: torch.Tensor, x_next: torch.Tensor) -> None:
+        """The latents of the slots in flight (steps 1 .. T-1) and the noise each carries."""
         self._inflight = x_next
-        self._carried = self._noise_in(x0, x_next, levels)
+        self._carried = self._noise_in(x0, x_next)
 
     # -- the run loop --------------------------------------------------------------------------------------------
     def run(self, edits: "queue.Queue | None" = None, *, time_limit: float | None = None, frames: int | None = None,

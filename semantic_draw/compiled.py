@@ -13,8 +13,8 @@ canvases), so a new brush count, a stream's two frame shapes and a one-shot's st
 a restarted process traces the network once instead of once per shape. On a GPU each batch size still gets a CUDA
 graph of its own (recorded in about a second, not compiled), so the buckets keep mattering. A second canvas size
 makes torch's automatic dynamic shapes take the spatial sizes symbolic too. In the attention layout the region
-context's batch sizes are dynamic too, but its processors loop over the prompts, so each prompt count has graphs of
-its own. ``shapes="static"`` compiles one graph per input shape.
+context's batch sizes and its number of prompt slots are dynamic too (its processors have no loop over the slots),
+so every brush count is served by the graphs of the first. ``shapes="static"`` compiles one graph per input shape.
 
 The compile cache can live in a folder (``cache_dir``): inductor's own cache goes there (``inductor/``: the code it
 generated, C++ for a CPU, Triton for a GPU) and torch's portable artifacts are saved next to it after each new graph
@@ -105,20 +105,21 @@ class DynamicBatch:
     """The compiled network, its calls' batch dimension marked dynamic from the first call on (torch would only
     make it so after a second batch size, compiling twice). Every input tensor whose first size is the batch's is
     marked (the latents, timesteps, prompt rows, SDXL's added conditions), and in the attention layout the sizes of
-    its region context that follow the batch (the context says which); calls of one item go as they are."""
+    its region context that follow the batch or the number of prompt slots (the context says which); calls of one
+    item keep their batch size."""
 
     def __init__(self, compiled):
         self.compiled = compiled
 
     def __call__(self, *args, **kwargs):
         n = _call_shape(args, kwargs)[0]
+        regions = _regions(kwargs)
+        dims = [] if regions is None else regions.slot_dims()     # the number of prompt slots, in any call
         if n > 1:
-            plain = {k: v for k, v in kwargs.items() if k not in REGION_KWARGS}
-            _mark_batch((args, plain), n)
-            for name in REGION_KWARGS:
-                regions = (kwargs.get(name) or {}).get("regions")
-                for tensor, dim in regions.batch_dims() if regions is not None else ():
-                    torch._dynamo.maybe_mark_dynamic(tensor, dim)
+            _mark_batch((args, {k: v for k, v in kwargs.items() if k not in REGION_KWARGS}), n)
+            dims += [] if regions is None else regions.batch_dims()
+        for tensor, dim in dims:
+            torch._dynamo.maybe_mark_dynamic(tensor, dim)
         return self.compiled(*args, **kwargs)
 
 
@@ -130,9 +131,13 @@ def _call_shape(args, kwargs) -> tuple:
     return tuple((args[0] if args else kwargs["hidden_states"]).shape)
 
 
-def _has_regions(kwargs) -> bool:
-    """Whether a network call carries the attention layout's region context."""
-    return any(kwargs.get(name) for name in REGION_KWARGS)
+def _regions(kwargs):
+    """The attention layout's region context of a network call, or None."""
+    for name in REGION_KWARGS:
+        regions = (kwargs.get(name) or {}).get("regions")
+        if regions is not None:
+            return regions
+    return None
 
 
 def _mark_batch(value, n: int) -> None:
@@ -260,7 +265,7 @@ class AheadOfTime:
 
     def __call__(self, *args, **kwargs):
         shape = _call_shape(args, kwargs)
-        program = None if _has_regions(kwargs) else self.program(shape)    # the attention layout is not exported
+        program = None if _regions(kwargs) else self.program(shape)    # the attention layout is not exported
         if program is None:
             self.fallbacks += 1
             log.warning("no ahead-of-time program for a batch of %s: eager (%d such calls)", shape, self.fallbacks)
@@ -282,7 +287,7 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
 
     def capture(*args, **kwargs):
         shape = _call_shape(args, kwargs)
-        if not _has_regions(kwargs):
+        if not _regions(kwargs):
             captured.setdefault((shape[1:], shape[0]), (args, kwargs))
         return real(*args, **kwargs)
 

@@ -27,23 +27,31 @@ from ..transfer import to_device
 @dataclass
 class UNetRegions:
     """What the cross-attention processors read in one network call."""
-    prompts: torch.Tensor                 # [G, S * T, D] prompt sets, model dtype
-    slots: int
+    prompts: torch.Tensor                 # [G, S, T, D] prompt sets of S slots, model dtype
     group: torch.Tensor                   # [N] long: the set each item reads
-    weights: dict[int, torch.Tensor]      # query length (h * w of a resolution) -> [S, M, 1, h * w, 1] (mixes)
+    weights: dict[int, torch.Tensor]      # query length (h * w of a resolution) -> [M, S, 1, h * w, 1] (mixes)
     solo: torch.Tensor                    # items that read one slot alone (bootstrapped brushes)...
     solo_slot: torch.Tensor               # ... and that slot
     mix: torch.Tensor                     # items that mix the slots by their weights
     tokens: torch.Tensor                  # [N, T, D] what the UNet is given as encoder states (unused by the mix)
     pooled: torch.Tensor | None           # [N, D'] area-weighted pooled embedding per item (SDXL), or None
 
+    @property
+    def slots(self) -> int:
+        return self.prompts.shape[1]
+
     def batch_dims(self) -> list[tuple[torch.Tensor, int]]:
         """(tensor, dimension) of every size that is the batch's (or the mixed items', all of them in a compiled
         call), for a compiled network with a dynamic batch (compiled.DynamicBatch)."""
-        dims = [(self.group, 0), (self.tokens, 0)] + [(w, 1) for w in self.weights.values()]
+        dims = [(self.group, 0), (self.tokens, 0)]
         if len(self.mix) == len(self.group):
-            dims.append((self.mix, 0))
+            dims += [(self.mix, 0)] + [(w, 0) for w in self.weights.values()]
         return dims + ([] if self.pooled is None else [(self.pooled, 0)])
+
+    def slot_dims(self) -> list[tuple[torch.Tensor, int]]:
+        """(tensor, dimension) of every size that is the number of prompt slots: with these dynamic, one compiled
+        graph serves every brush count (the processor has no loop over the slots)."""
+        return [(self.prompts, 1)] + [(w, 1) for w in self.weights.values()]
 
 
 @dataclass
@@ -56,6 +64,11 @@ class JointRegions:
     def batch_dims(self) -> list[tuple[torch.Tensor, int]]:
         """(tensor, dimension) of every size that is the batch's (compiled.DynamicBatch)."""
         return [(self.bias, 0), (self.tokens, 0), (self.pooled, 0)]
+
+    def slot_dims(self) -> list[tuple[torch.Tensor, int]]:
+        """The sizes that follow the number of prompts: the text stream's length, and the bias's (image tokens
+        first, then the text tokens)."""
+        return [(self.tokens, 1), (self.bias, 2), (self.bias, 3)]
 
 
 def normalized(weights: torch.Tensor) -> torch.Tensor:
@@ -89,11 +102,10 @@ def unet_context(regions, view_hw, dtype: torch.dtype, device) -> UNetRegions:
     per_size = {}
     for h, w in pyramid(*view_hw):
         at = normalized(F.adaptive_avg_pool2d(weights.index_select(0, mix_dev), (h, w))).flatten(2)  # [M, S, h*w]
-        per_size[h * w] = at.transpose(0, 1)[:, :, None, :, None].to(dtype)
+        per_size[h * w] = at[:, :, None, :, None].to(dtype)
     embeds = regions.prompts["embeds"].to(device, dtype)                     # [G, S, T, D]
-    g, s, t, d = embeds.shape
     pooled = regions.prompts.get("pooled")
-    return UNetRegions(embeds.reshape(g, s * t, d), s, group, per_size, to_device(solo, device), to_device(alone[solo], device),
+    return UNetRegions(embeds, group, per_size, to_device(solo, device), to_device(alone[solo], device),
                        mix_dev, embeds[:, 0].index_select(0, group),
                        None if pooled is None else pooled_mix(weights, pooled.to(device, torch.float32),
                                                               group).to(dtype))
@@ -120,10 +132,37 @@ def aligned(bias: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     """The bias as a view of a tensor whose rows are padded to ``multiple`` elements: the memory-efficient SDPA kernel
     needs its bias rows aligned so, and torch pads and copies a misaligned bias in every call (every joint-attention
     layer of every step) otherwise. SD3's rows are image tokens + S x 333 text tokens: aligned only when S is a
-    multiple of 8."""
+    multiple of 8. The rows are padded even then (by a whole ``multiple``), so that the bias has one memory layout
+    whatever the prompt count and a compiled graph with that count dynamic serves them all."""
     length = bias.shape[-1]
-    pad = -length % multiple
-    return bias if pad == 0 else F.pad(bias, (0, pad))[..., :length]
+    return F.pad(bias, (0, multiple - length % multiple))[..., :length]
+
+
+MIX_ELEMENTS = 2 ** 27   # the most query elements one batched attention over the slots copies (256 MiB in fp16)
+
+
+def mixed_attention(query, key, value, weights) -> torch.Tensor:
+    """Each slot's attention on its own, mixed: query [M, heads, L, d], key / value [M, S, heads, T, d], weights
+    [M, S, 1, L, 1] -> [M, heads, L, d]. The slots go through one attention call as a batch of M x S (the query
+    repeated per slot), not a loop: a few kernels whatever the brush count, and no Python-level count of the slots,
+    so a compiled graph with the slot dimension dynamic serves every brush count. Batches past MIX_ELEMENTS go in
+    groups of slots."""
+    s = key.shape[1]
+    if s * query.numel() <= MIX_ELEMENTS:
+        return _mixed(query, key, value, weights)
+    step = max(1, MIX_ELEMENTS // query.numel())
+    mixed = _mixed(query, key[:, :step], value[:, :step], weights[:, :step])
+    for start in range(step, s, step):
+        mixed = mixed + _mixed(query, key[:, start:start + step], value[:, start:start + step],
+                               weights[:, start:start + step])
+    return mixed
+
+
+def _mixed(query, key, value, weights) -> torch.Tensor:
+    m, s = key.shape[:2]
+    q = query[:, None].expand(m, s, *query.shape[1:]).flatten(0, 1)          # [M * S, heads, L, d]
+    out = F.scaled_dot_product_attention(q, key.flatten(0, 1), value.flatten(0, 1))
+    return (out.unflatten(0, (m, s)) * weights).sum(1)
 
 
 class RegionCrossAttnProcessor(AttnProcessor2_0):
@@ -139,11 +178,11 @@ class RegionCrossAttnProcessor(AttnProcessor2_0):
         if attn.norm_cross:
             text = attn.norm_encoder_hidden_states(text)
         query, key, value = attn.to_q(hidden_states), attn.to_k(text), attn.to_v(text)
-        heads, s = attn.heads, regions.slots
+        heads = attn.heads
         d = key.shape[-1] // heads
         query = query.view(n, -1, heads, d).transpose(1, 2)                  # [N, heads, HW, d]
-        key = key.view(key.shape[0], s, -1, heads, d).transpose(2, 3)        # [G, S, heads, T, d]
-        value = value.view(value.shape[0], s, -1, heads, d).transpose(2, 3)
+        key = key.unflatten(-1, (heads, d)).transpose(2, 3)                  # [G, S, heads, T, d]
+        value = value.unflatten(-1, (heads, d)).transpose(2, 3)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
@@ -154,12 +193,9 @@ class RegionCrossAttnProcessor(AttnProcessor2_0):
             out[regions.solo] = F.scaled_dot_product_attention(
                 query[regions.solo], key[group, regions.solo_slot], value[group, regions.solo_slot])
         if len(regions.mix):       # a whole view: each slot's attention, mixed by the pixel's weights
-            weights, q, group = regions.weights[query.shape[2]], query[regions.mix], regions.group[regions.mix]
-            mixed = None
-            for slot in range(s):
-                part = weights[slot] * F.scaled_dot_product_attention(q, key[group, slot], value[group, slot])
-                mixed = part if mixed is None else mixed + part
-            out[regions.mix] = mixed
+            group = regions.group[regions.mix]
+            out[regions.mix] = mixed_attention(query[regions.mix], key[group], value[group],
+                                               regions.weights[query.shape[2]])
         hidden_states = out.transpose(1, 2).reshape(n, -1, heads * d).to(query.dtype)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if attn.residual_connection:

@@ -59,8 +59,8 @@ def status_text(live: Live, new: bool, notes: list[str]) -> str:
     """The line under a running stream."""
     event = live.event
     if event.kind == "preparing":
-        text = ("**Preparing the fast path** · the first frames of this canvas size and brush count compile the "
-                "network: about a minute on a GPU the first time, seconds once cached. Frames follow.")
+        said = (event.message or "").removeprefix("Preparing the fast path: ").rstrip(".")   # the stream's words
+        text = f"**Preparing the fast path** · {said or 'compiling the network'}. Frames follow."
     elif event.kind == "waiting":
         place = "next" if event.position == 1 else f"number {event.position} in line"
         text = f"**Waiting for a free stream slot** (other users are streaming) · you are {place}"

@@ -55,6 +55,7 @@ class Compiled(Wrapper):
         self.backbone, self.bucket_sizes = backbone, tuple(buckets)
         self.compiles = 0                 # graphs compiled so far (each new shape of a call, and each recompile)
         self.shapes: list[tuple] = []     # the input shape of each compile
+        self.served: set[tuple] = set()   # every kind of call run so far (``kind``): what needs no compile again
         self.cache = None if cache_dir is None else cache_prefix(cache_dir, backbone)
         if cache_dir is not None:     # process-wide: inductor reads it at each compile
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir).resolve() / "inductor")
@@ -86,6 +87,7 @@ class Compiled(Wrapper):
             raise ResourceError(f"The compiled network met more batch shapes than its limit "
                                 f"({torch._dynamo.config.recompile_limit}); load the model without compile or "
                                 "with fewer canvas sizes in use.") from err
+        self.served.add(self.kind(views.x.shape, views.regions is not None))
         new = _graphs() - before
         if new:
             self.compiles += new
@@ -95,10 +97,31 @@ class Compiled(Wrapper):
             save_cache(self.cache)
         return out
 
+    def kind(self, shape: tuple, regions: bool) -> tuple:
+        """What decides whether a call of input ``shape`` [N, C, h, w] finds a graph: its view size, its region
+        layout and, with static shapes, its batch size; with dynamic ones the range of batch sizes it falls in,
+        between the sizes where the network's code is known to branch (``BRANCHES``)."""
+        n = shape[0]
+        if self.shapes_mode == "static":
+            return tuple(shape[1:]), regions, n
+        branches = BRANCHES.get(self.backbone.device.type, BRANCHES[None])
+        return tuple(shape[1:]), regions, sum(n >= b for b in branches)
+
+    def would_compile(self, view: tuple, regions: bool, sizes) -> bool:
+        """Whether calls of views ``view`` [C, h, w] in batches of ``sizes`` would compile something (as far as this
+        wrapper can tell: torch may still branch on a size it did not foresee)."""
+        return any(self.kind((n, *view), regions) not in self.served for n in sizes)
+
     def uncompile(self) -> Denoiser:
         """Back to eager: the module itself runs again; returns the inner denoiser."""
         self.backbone.net = self.backbone.denoiser
         return self.inner
+
+
+# Batch sizes from which a dynamic graph's code takes another path, so that torch compiles another graph: 2 (torch
+# specializes sizes 0 and 1), 64 (diffusers' upsampler interpolates batches of 64 and more in chunks) and, on a CPU,
+# 16 (where torch's convolution picks another kernel). Other branches may exist; they only make a prediction wrong.
+BRANCHES = {None: (2, 64), "cpu": (2, 16, 64)}
 
 
 class DynamicBatch:

@@ -233,6 +233,18 @@ class StreamSession:
         return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,
                            draw=self._noise.draw, carried=carried, layout=layout)
 
+    def _compiles_ahead(self) -> bool:
+        """Whether this stream's first frames will compile the network: calls of its two padded shapes that the
+        compiled network has not run before."""
+        if self._padded is None or self._compiled is None:
+            return False
+        T, tiling = self.schedule.steps, self.plan.tiling
+        sizes = {most_call_items(self.plan, self.opts, s) for s in (torch.arange(T), self._in_flight_steps)}
+        view = (self.plan.z_bg.shape[1], tiling.view_h, tiling.view_w)
+        attention = self.builder.layout == "attention"
+        apart = attention and getattr(self.builder.backbone, "region_solo_apart", False)   # SD3: a plain call too
+        return any(self._compiled.would_compile(view, regions, sizes) for regions in {attention, attention and not apart})
+
     def _fill(self, x: torch.Tensor) -> torch.Tensor:
         """First frame: one latent walks through every step; its intermediate latents become the slots in flight."""
         T = self.schedule.steps
@@ -292,9 +304,8 @@ class StreamSession:
         """
         start, times, last, same, idle, made = time.monotonic(), [], None, 0, False, 0
         holding, ticket = slots is None, None
-        if self._padded is not None and self.frames == 0:
-            what = ("canvas size" if self._compiled is not None and self._compiled.shapes_mode == "dynamic"
-                    else "canvas size and brush count")
+        if self.frames == 0 and self._compiles_ahead():
+            what = ("canvas size" if self._compiled.shapes_mode == "dynamic" else "canvas size and brush count")
             yield StreamEvent("preparing", message=f"Preparing the fast path: the first frames of a new {what} "
                                                    "compile the network (minutes the first time, seconds once "
                                                    "cached).")

@@ -66,6 +66,9 @@ def test_a_model_whose_ahead_of_time_compile_fails_runs_eager_and_the_others_are
 
 
 def test_the_page_says_when_the_fast_path_is_being_prepared():
-    event = StreamEvent("preparing", message="compiling")
+    event = StreamEvent("preparing", message="Preparing the fast path: the first frames of a new canvas size compile "
+                                             "the network.")
     text = status_text(Live(event), new=False, notes=[])
-    assert "Preparing the fast path" in text and "compil" in text
+    assert text.count("Preparing the fast path") == 1 and "a new canvas size compile the network" in text
+    assert "Frames follow" in text
+    assert "compiling the network" in status_text(Live(StreamEvent("preparing")), new=False, notes=[])

@@ -398,3 +398,29 @@ def test_zero_gpu_static_programs_serve_only_their_own_batch_sizes():
     three = rect_scene(64, 64, [(f"brush {i}", (0, 20 * i, 64, 20 * i + 24)) for i in range(3)])
     model.generate(three, seed=0, output="latent")           # other batch sizes: eager, and counted
     assert net.fallbacks > 0
+
+
+def test_a_stream_says_it_prepares_the_fast_path_only_when_its_first_frames_compile(fresh_dynamo):
+    def opening(model, scene, regions="latent"):
+        """Whether the stream said "preparing", after checking that it said so exactly when it compiled."""
+        before = model.compiled.compiles if model.compiled is not None else 0
+        with model.stream(scene, seed=0, regions=regions) as session:
+            said = [e.kind for e in session.run(frames=2, every_frame=True)][:1] == ["preparing"]
+        compiled = model.compiled is not None and model.compiled.compiles > before
+        assert said == compiled
+        return said
+
+    one, two = (rect_scene(64, 64, [(f"brush {i}", (0, 16 * i, 64, 16 * i + 24)) for i in range(k)],
+                             background_prompt="a table") for k in (1, 2))
+    assert not opening(SemanticDraw.from_preset("tiny-sd15"), one)              # eager: nothing to prepare
+    model = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager")
+    assert opening(model, one)                          # a new canvas: compiles
+    assert not opening(model, one)                      # the same again: served
+    assert not opening(model, two)                      # dynamic shapes: another brush count is served too
+    assert opening(model, one, regions="attention")     # another region layout: compiles
+    assert not opening(model, two, regions="attention")
+    assert opening(model, rect_scene(48, 48))           # a smaller canvas: views of another size
+    opening(model, rect_scene(64, 96))     # tiled, views of a size served before: says so if its batches compile
+    static = SemanticDraw.from_preset("tiny-sd15").compile(backend="aot_eager", shapes="static")
+    assert opening(static, one) and not opening(static, one)
+    assert opening(static, two)                         # static shapes: a new brush count is a new shape

@@ -2,7 +2,7 @@
 
     jit    torch.compile (CUDA graphs on a GPU): on by default when the server runs on CUDA, off on a CPU unless
            --compile asks. After launch a background thread compiles the starter palette's shapes of every model,
-           so the first visitor does not wait; a shape nobody warmed compiles when first used (the page says
+           in the latent region layout, then in the attention layout, so the first visitor does not wait; a shape nobody warmed compiles when first used (the page says
            "preparing the fast path" meanwhile).
     aoti   on a ZeroGPU Space, where every GPU task runs in a process of its own and a JIT-compiled graph would be
            lost after each: the network is compiled ahead of time once at start, one spaces.GPU task per model, for
@@ -42,9 +42,13 @@ def choose(compile_flag: bool | None, device: str | None, on_zero_gpu: bool, spa
     return "jit" if cuda else None
 
 
-def warm_shapes(models) -> list[tuple[str, list[tuple[int, int]], tuple[int, ...]]]:
-    """(model name, canvases, brush counts) to prepare: each model's starting canvas with the starter palette."""
-    return [(name, [(models.start_size(name),) * 2], (len(STARTER),)) for name in models.by_name]
+def warm_shapes(models, layouts=("latent", "attention")) -> list[tuple[str, list[tuple[int, int]], tuple[int, ...],
+                                                                     str]]:
+    """(model name, canvases, brush counts, region layout) to prepare: each model's starting canvas with the starter
+    palette, every model in the default layout first, then in the others (the attention layout's graphs serve every
+    brush count, so warming it once covers whatever the visitor paints)."""
+    return [(name, [(models.start_size(name),) * 2], (len(STARTER),), layout)
+            for layout in layouts for name in models.by_name]
 
 
 def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> threading.Thread | None:
@@ -55,7 +59,8 @@ def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> thread
         thread.start()
         return thread
     if mode == "aoti":       # one GPU task per model: each gets the whole duration ZeroGPU grants
-        for name, canvases, brushes in warm_shapes(models):
+        # the attention layout is not exported (its calls run the module itself there)
+        for name, canvases, brushes, _ in warm_shapes(models, layouts=("latent",)):
             def compile_model(name=name, canvases=canvases, brushes=brushes):
                 compile_ahead_of_time(models[name], spaces_module, canvases=canvases, brushes=brushes)
                 log.info("%s: compiled ahead of time for %s (every batch size of those views)", name, canvases)
@@ -67,11 +72,11 @@ def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> thread
 
 
 def _warm_all(models) -> None:
-    for name, canvases, brushes in warm_shapes(models):
+    for name, canvases, brushes, layout in warm_shapes(models):
         def progress(done, total, what, name=name):
             log.info("fast path, %s: warmed %d/%d (%s)", name, done, total, what)
         try:
-            seconds = models[name].warm(canvases=canvases, brushes=brushes, progress=progress)
+            seconds = models[name].warm(canvases=canvases, brushes=brushes, regions=layout, progress=progress)
             log.info("fast path, %s: warm after %.0f s", name, seconds)
         except Exception as err:       # the server keeps serving; those shapes compile on first use instead
             log.warning("fast path, %s: warming failed (%s); shapes compile when first used", name, err)

@@ -31,7 +31,8 @@ def test_the_compiler_a_server_picks():
 def test_jit_warms_the_starter_palette_of_every_model_in_the_background():
     models = Models({"a": SemanticDraw.from_preset("tiny-sd15"), "b": SemanticDraw.from_preset("tiny-sd3")})
     shapes = fastpath.warm_shapes(models)
-    assert shapes == [("a", [(128, 128)], (len(STARTER),)), ("b", [(128, 128)], (len(STARTER),))]
+    assert shapes == [(name, [(128, 128)], (len(STARTER),), layout) for layout in ("latent", "attention")
+                      for name in ("a", "b")]          # every model in the default layout before the other
     thread = fastpath.prepare(models, "jit")
     assert thread is not None and thread.daemon
     thread.join(timeout=300)

@@ -17,6 +17,9 @@
 #                                        # the model loaded from a folder), 3 and 1, 8 brushes
 #   bash bench/gpu_session.sh seventh    # then (about 7 minutes): the same 3 brushes with static shapes, for the side
 #                                        # by side; 8 brushes in the attention layout; Irworobongdo compiled
+#   bash bench/gpu_session.sh eighth     # second in line after sixth (2026-12-02; about 9 minutes): the attention
+#                                        # layout's batched processors, eager and compiled (one compile for every
+#                                        # brush count), SD1.5 1/3/8/16 brushes, SDXL 3/8, SD3 3
 #
 # Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
@@ -78,6 +81,16 @@ if [ "${1:-first}" = seventh ]; then
         --painting --model-dir "$MODELS"
     phase irworobongdo-compiled-dynamic 150 python3 bench/methods.py --full-size --preset sd15 \
         --methods semanticdraw --repeats 3 --compile --model-dir "$MODELS"
+    exit 0
+fi
+if [ "${1:-first}" = eighth ]; then
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    phase sd15-attention-1-3-8-16 230 python3 bench/stream.py --full-size --preset sd15 --layers 1,3,8,16 \
+        --regions attention --frames 20 --oneshot-repeats 1 --compile --compile-shapes dynamic --painting
+    phase sdxl-attention-3-8 190 python3 bench/stream.py --full-size --preset sdxl --layers 3,8 \
+        --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
+    phase sd3-attention-3 130 python3 bench/stream.py --full-size --preset sd3 --layers 3 \
+        --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
     exit 0
 fi
 if [ "${1:-first}" = fifth ]; then

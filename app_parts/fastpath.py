@@ -2,8 +2,8 @@
 
     jit    torch.compile (CUDA graphs on a GPU): on by default when the server runs on CUDA, off on a CPU unless
            --compile asks. After launch a background thread compiles the starter palette's shapes of every model,
-           in the latent region layout, then in the attention layout, so the first visitor does not wait; a shape nobody warmed compiles when first used (the page says
-           "preparing the fast path" meanwhile).
+           in the latent region layout, then in the attention layout, so the first visitor does not wait; a shape
+           nobody warmed compiles when first used (the page says "preparing the fast path" meanwhile).
     aoti   on a ZeroGPU Space, where every GPU task runs in a process of its own and a JIT-compiled graph would be
            lost after each: the network is compiled ahead of time once at start, one spaces.GPU task per model, for
            the starter canvas's views with a dynamic batch size (semantic_draw.compiled.compile_ahead_of_time), so

@@ -59,7 +59,8 @@ def call(family: str, net, slots: int, items: int) -> None:
         if family == "sdxl":
             cond["pooled"] = torch.randn(1, slots, 1280)
         ctx = unet_context(Regions(weights, cond), (side, side), torch.float32, META)
-        added = None if family == "sd15" else {"text_embeds": ctx.pooled, "time_ids": torch.zeros(items, 6, device=META)}
+        added = (None if family == "sd15"
+                 else {"text_embeds": ctx.pooled, "time_ids": torch.zeros(items, 6, device=META)})
         net(x, t, encoder_hidden_states=ctx.tokens, added_cond_kwargs=added, cross_attention_kwargs={"regions": ctx},
             return_dict=False)
 

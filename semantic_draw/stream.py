@@ -242,8 +242,10 @@ class StreamSession:
         sizes = {most_call_items(self.plan, self.opts, s) for s in (torch.arange(T), self._in_flight_steps)}
         view = (self.plan.z_bg.shape[1], tiling.view_h, tiling.view_w)
         attention = self.builder.layout == "attention"
-        apart = attention and getattr(self.builder.backbone, "region_solo_apart", False)   # SD3: a plain call too
-        return any(self._compiled.would_compile(view, regions, sizes) for regions in {attention, attention and not apart})
+        kinds = [attention]          # calls with the region context or without; SD3's bootstrapped brushes: both
+        if attention and getattr(self.builder.backbone, "region_solo_apart", False):
+            kinds.append(False)
+        return any(self._compiled.would_compile(view, regions, sizes) for regions in kinds)
 
     def _fill(self, x: torch.Tensor) -> torch.Tensor:
         """First frame: one latent walks through every step; its intermediate latents become the slots in flight."""

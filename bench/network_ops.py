@@ -20,55 +20,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import markdown_table, write_outputs  # noqa: E402
-from bench.full_size import SD3_MEDIUM_TRANSFORMER, SD15_UNET, SDXL_UNET  # noqa: E402
+from bench.full_size import build_full_pipeline  # noqa: E402
 from bench.host_ops import Counter  # noqa: E402
-from semantic_draw.backbones.attention import (RegionCrossAttnProcessor, RegionJointAttnProcessor,  # noqa: E402
-                                               joint_context, unet_context)
+from semantic_draw import SemanticDraw  # noqa: E402
 from semantic_draw.denoiser import Regions  # noqa: E402
 
-META = torch.device("meta")
+
+def network(family: str) -> SemanticDraw:
+    """The family's full-size model on the meta device, its region processors installed."""
+    model = SemanticDraw.from_pipeline(build_full_pipeline(family, device="meta"))
+    model.backbone.install_region_attention()
+    return model
 
 
-def network(family: str):
-    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
-    with META:
-        if family == "sd3":
-            net = SD3Transformer2DModel(**SD3_MEDIUM_TRANSFORMER)
-            net.set_attn_processor(RegionJointAttnProcessor())
-        else:
-            net = UNet2DConditionModel(**(SD15_UNET if family == "sd15" else SDXL_UNET))
-            net.set_attn_processor(RegionCrossAttnProcessor())
-    return net
+def call(model: SemanticDraw, slots: int, items: int) -> None:
+    """One network call of ``items`` views at the native canvas, each mixing ``slots`` prompts (the backbone's own
+    region context and conditioning)."""
+    backbone = model.backbone
+    side = model.native_size // backbone.vae_factor
+    cond = model.encode_prompts([f"prompt {i}" for i in range(slots)])          # meta tensors of the real sizes
+    context = backbone.region_context(Regions(torch.rand(items, slots, side, side), {k: v[None] for k, v in
+                                                                                   cond.items()}), (side, side))
+    x = torch.randn(items, backbone.latent_channels, side, side, device="meta")
+    backbone.model_output(x, torch.zeros(items, device="meta"), None, torch.zeros(items, 2), regions=context)
 
 
-def call(family: str, net, slots: int, items: int) -> None:
-    """One call of ``items`` views, each mixing ``slots`` prompts, at the family's native view size."""
-    side = 64 if family == "sd15" else 128
-    channels = 16 if family == "sd3" else 4
-    weights = torch.rand(items, slots, side, side)
-    x, t = torch.randn(items, channels, side, side, device=META), torch.zeros(items, device=META)
-    with torch.no_grad():
-        if family == "sd3":
-            cond = {"embeds": torch.randn(1, slots, 333, 4096), "pooled": torch.randn(1, slots, 2048)}
-            ctx = joint_context(Regions(weights, cond), (side, side), 2, torch.float32, META)
-            net(hidden_states=x, timestep=t, encoder_hidden_states=ctx.tokens, pooled_projections=ctx.pooled,
-                joint_attention_kwargs={"regions": ctx}, return_dict=False)
-            return
-        width = 768 if family == "sd15" else 2048
-        cond = {"embeds": torch.randn(1, slots, 77, width)}
-        if family == "sdxl":
-            cond["pooled"] = torch.randn(1, slots, 1280)
-        ctx = unet_context(Regions(weights, cond), (side, side), torch.float32, META)
-        added = (None if family == "sd15"
-                 else {"text_embeds": ctx.pooled, "time_ids": torch.zeros(items, 6, device=META)})
-        net(x, t, encoder_hidden_states=ctx.tokens, added_cond_kwargs=added, cross_attention_kwargs={"regions": ctx},
-            return_dict=False)
-
-
-def count(family: str, net, slots: int, items: int) -> int:
+def count(model: SemanticDraw, slots: int, items: int) -> int:
     counter = Counter()
     with counter:
-        call(family, net, slots, items)
+        call(model, slots, items)
     return counter.outside - counter.views
 
 
@@ -82,8 +62,8 @@ def main(argv=None) -> None:
     slots = [int(s) for s in args.slots.split(",")]
     rows = []
     for family in args.families.split(","):
-        net = network(family)
-        rows.append([family, args.items] + [count(family, net, s, args.items) for s in slots])
+        model = network(family)
+        rows.append([family, args.items] + [count(model, s, args.items) for s in slots])
         print(f"{family}: done", flush=True)
     table = markdown_table(["network", "items"] + [f"{s} slots ({s - 1} brushes)" for s in slots], rows)
     print("\nOperations of one attention-layout call (views left out):\n\n" + table)

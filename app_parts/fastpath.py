@@ -5,9 +5,10 @@
            in the latent region layout, then in the attention layout, so the first visitor does not wait; a shape
            nobody warmed compiles when first used (the page says "preparing the fast path" meanwhile).
     aoti   on a ZeroGPU Space, where every GPU task runs in a process of its own and a JIT-compiled graph would be
-           lost after each: the network is compiled ahead of time once at start, one spaces.GPU task per model, for
-           the starter canvas's views with a dynamic batch size (semantic_draw.compiled.compile_ahead_of_time), so
-           every brush count on that canvas size is served. Other view sizes run eager there.
+           lost after each: the network is compiled ahead of time once at start, one spaces.GPU task per model and
+           region layout (latent first), for the starter canvas's views with a dynamic batch size and prompt count
+           (semantic_draw.compiled.compile_ahead_of_time), so every brush count on that canvas size is served. Other
+           view sizes run eager there.
     None   eager.
 """
 from __future__ import annotations
@@ -58,16 +59,23 @@ def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> thread
         thread = threading.Thread(target=_warm_all, args=(models,), name="warm-fast-path", daemon=True)
         thread.start()
         return thread
-    if mode == "aoti":       # one GPU task per model: each gets the whole duration ZeroGPU grants
-        # the attention layout is not exported (its calls run the module itself there)
-        for name, canvases, brushes, _ in warm_shapes(models, layouts=("latent",)):
-            def compile_model(name=name, canvases=canvases, brushes=brushes):
-                compile_ahead_of_time(models[name], spaces_module, canvases=canvases, brushes=brushes)
-                log.info("%s: compiled ahead of time for %s (every batch size of those views)", name, canvases)
+    if mode == "aoti":       # one GPU task per model and layout: each gets the whole duration ZeroGPU grants
+        failed = set()
+        for name, canvases, brushes, layout in warm_shapes(models):
+            if name in failed:
+                continue
+
+            def compile_model(name=name, canvases=canvases, brushes=brushes, layout=layout):
+                compile_ahead_of_time(models[name], spaces_module, canvases=canvases, brushes=brushes,
+                                      regions=layout)
+                log.info("%s: compiled ahead of time for %s, %s layout (every batch size of those views)", name,
+                         canvases, layout)
             try:
                 (gpu or spaces_module.GPU)(duration=AOT_DURATION)(compile_model)()
-            except Exception as err:   # that model runs eager; the others still get their programs
-                log.warning("%s: ahead-of-time compilation failed (%s); it runs eager", name, err)
+            except Exception as err:   # that model keeps what it has (eager at first); the others go on
+                failed.add(name)
+                log.warning("%s: ahead-of-time compilation of the %s layout failed (%s); its calls run eager", name,
+                            layout, err)
     return None
 
 

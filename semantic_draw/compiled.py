@@ -29,7 +29,9 @@ import logging
 import math
 import os
 import shutil
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -271,102 +273,163 @@ class FixedShapes(Wrapper):
 
 
 class AheadOfTime:
-    """What ``backbone.net`` becomes on ZeroGPU: compiled programs, each for one view shape and a range of batch
-    sizes (``dynamic``: every batch size from 2 up to where the network's own code branches, such as diffusers'
-    upsampler at 64; a batch of 1 has its own program), and the eager module for any other call (each such call
-    logged and counted in ``fallbacks``)."""
+    """What ``backbone.net`` becomes on ZeroGPU: compiled programs, each for one view shape and the calls whose
+    inputs fit its signature (``Program``: with a dynamic batch, every batch size from 2 up to where the network's
+    own code branches, such as diffusers' upsampler at 64, and in the attention layout every number of prompt slots;
+    a batch of 1 has its own program), and the eager module for any other call (each such call logged and counted
+    in ``fallbacks``)."""
 
-    def __init__(self, module, programs: dict[tuple, list]):
-        self.module, self.programs = module, programs     # view shape -> [(lowest batch, highest batch, program)]
+    def __init__(self, module, programs: dict[tuple, list["Program"]]):
+        self.module, self.programs = module, programs     # view shape -> the programs for calls of such views
         self.fallbacks = 0
 
-    def program(self, shape: tuple):
-        for low, high, program in self.programs.get(tuple(shape[1:]), ()):
-            if low <= shape[0] <= high:
-                return program
-        return None
+    def program(self, args, kwargs) -> "Program | None":
+        """The first program whose signature the call fits, or None."""
+        candidates = self.programs.get(_call_shape(args, kwargs)[1:], ())
+        if not candidates:
+            return None
+        spec, tensors = _inputs(args, kwargs)
+        return next((p for p in candidates if p.fits(spec, tensors)), None)
 
     def __call__(self, *args, **kwargs):
-        shape = _call_shape(args, kwargs)
-        program = None if _regions(kwargs) else self.program(shape)    # the attention layout is not exported
+        program = self.program(args, kwargs)
         if program is None:
             self.fallbacks += 1
-            log.warning("no ahead-of-time program for a batch of %s: eager (%d such calls)", shape, self.fallbacks)
+            log.warning("no ahead-of-time program for a %scall of %s: eager (%d such calls)",
+                        "region " if _regions(kwargs) is not None else "", _call_shape(args, kwargs),
+                        self.fallbacks)
             return self.module(*args, **kwargs)
-        return program(*args, **kwargs)
+        return program.run(*args, **kwargs)
 
 
-def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), dynamic: bool = True) -> AheadOfTime:
-    """Export and compile the network for the stream and one-shot shapes of ``canvases`` x ``brushes`` (run this
-    inside a spaces.GPU function). With ``dynamic`` one program per view shape serves every batch size above 1 (so
-    other brush counts on those canvases are served too); else one per captured shape. Installs the programs as the
-    backbone's network and returns them."""
-    from .warm import warm_scene
+@dataclass
+class Program:
+    """One exported and compiled network, with the inputs it takes: their structure (``spec``: which keywords,
+    which parts of a region context) and, per input tensor, each dimension's size or (lowest, highest) range (None
+    where the size is a product of others, which the call's own sizes then decide)."""
+    run: Callable
+    spec: object
+    sizes: list[tuple]
+    regions: bool = False       # for calls of the attention layout (with a region context)
+
+    @property
+    def batches(self) -> tuple[int, float]:
+        """The batch sizes it takes: its first input's first dimension."""
+        first = self.sizes[0][0]
+        return first if isinstance(first, tuple) else (first, first)
+
+    def fits(self, spec, tensors: list[torch.Tensor]) -> bool:
+        if spec != self.spec or len(tensors) != len(self.sizes):
+            return False
+        for tensor, sizes in zip(tensors, self.sizes):
+            if tensor.dim() != len(sizes):
+                return False
+            for size, want in zip(tensor.shape, sizes):
+                if isinstance(want, int) and size != want:
+                    return False
+                if isinstance(want, tuple) and not want[0] <= size <= want[1]:
+                    return False
+        return True
+
+
+def _inputs(args, kwargs) -> tuple[object, list[torch.Tensor]]:
+    """A call's input structure and its tensors, in the order torch.export numbers them."""
+    leaves, spec = torch.utils._pytree.tree_flatten((args, kwargs))
+    return spec, [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+
+
+def _program(exported, run, regions: bool) -> Program:
+    """The Program of an exported network: each input's sizes read off its placeholder (a symbol's range from the
+    program's range constraints)."""
+    user = set(exported.graph_signature.user_inputs)
+    sizes = []
+    for node in exported.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" and node.name in user else None
+        if not isinstance(value, torch.Tensor):
+            continue
+        dims = []
+        for size in value.shape:
+            if isinstance(size, int):
+                dims.append(size)
+                continue
+            bounds = exported.range_constraints.get(size.node.expr)
+            if bounds is None:
+                dims.append(None)
+                continue
+            high = bounds.upper        # sympy: an integer, or torch's integer infinity (no upper bound)
+            dims.append((int(bounds.lower), math.inf if bool(high > 2 ** 62) else int(high)))
+        sizes.append(tuple(dims))
+    return Program(run, exported.call_spec.in_spec, sizes, regions)
+
+
+def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), dynamic: bool = True,
+                          regions=("latent", "attention")) -> AheadOfTime:
+    """Export and compile the network for the stream and one-shot shapes of ``canvases`` x ``brushes`` in the region
+    layouts ``regions`` (run this inside a spaces.GPU function). With ``dynamic`` one program per view shape and
+    kind of call serves every batch size above 1 (so other brush counts on those canvases are served too; in the
+    attention layout every number of prompt slots too); else one per captured shape. Installs the programs as the
+    backbone's network and returns them. Called again (another layout, other canvases), it adds to the programs
+    already installed and exports only calls they do not serve."""
+    from .warm import warm
     backbone = model.backbone
     if not model.network.buckets:      # calls padded to one shape per canvas and brush count, as compiled ones are
         model.network = FixedShapes(model.network)
     captured: dict[tuple, tuple] = {}
     real = backbone.net
+    programs: dict[tuple, list[Program]] = ({view: list(ps) for view, ps in real.programs.items()}
+                                            if isinstance(real, AheadOfTime) else {})
 
     def capture(*args, **kwargs):
-        shape = _call_shape(args, kwargs)
-        if not _regions(kwargs):
-            captured.setdefault((shape[1:], shape[0]), (args, kwargs))
+        spec, tensors = _inputs(args, kwargs)
+        captured.setdefault((spec, tuple(tuple(t.shape) for t in tensors)), (args, kwargs))
         return real(*args, **kwargs)
 
     backbone.net = capture
     try:
-        for height, width in canvases or [(model.native_size, model.native_size)]:
-            for count in brushes:
-                scene = warm_scene(height, width, count)
-                with model.stream(scene, seed=0) as session:
-                    session.next_frame(output="latent")
-                    session.next_frame(output="latent")
-                model.generate(scene, seed=0, output="latent")
+        warm(model, canvases, brushes, regions)    # what a warm-up runs: a stream's frame kinds and a one-shot
     finally:
         backbone.net = real
-    programs: dict[tuple, list] = {}
-    # the smallest batch not served yet, exported (with a dynamic batch: for as many sizes as the network allows),
-    # until every captured batch of every view shape is served
-    for (view, n), (args, kwargs) in sorted(captured.items(), key=lambda kv: kv[0][1]):
-        if any(low <= n <= high for low, high, _ in programs.get(view, ())):
+    # the smallest call not served yet, exported (with a dynamic batch: for as many sizes as the network allows),
+    # until every captured call is served
+    for args, kwargs in sorted(captured.values(), key=lambda call: _call_shape(*call)[0]):
+        shape = _call_shape(args, kwargs)
+        view, n = shape[1:], shape[0]
+        spec, tensors = _inputs(args, kwargs)
+        if any(p.fits(spec, tensors) for p in programs.get(view, ())):
             continue
         with spaces_module.aoti_capture(backbone.denoiser) as call:
             backbone.denoiser(*args, **kwargs)
-        shapes = _batch_dims(backbone.denoiser, call.args, call.kwargs, n) if dynamic and n > 1 else None
+        shapes = _dynamic_dims(backbone.denoiser, call.args, call.kwargs, n) if dynamic else None
         exported = torch.export.export(backbone.denoiser, args=call.args, kwargs=call.kwargs, dynamic_shapes=shapes)
-        low, high = _batch_range(exported, n)
-        programs.setdefault(view, []).append((low, high, spaces_module.aoti_compile(exported)))
-        log.info("compiled the network ahead of time for views of %s, batches %d to %s", view, low, high)
+        program = _program(exported, spaces_module.aoti_compile(exported), _regions(kwargs) is not None)
+        programs.setdefault(view, []).append(program)
+        log.info("compiled the network ahead of time for %scalls of views of %s, batches %s to %s",
+                 "region " if program.regions else "", view, *program.batches)
     backbone.net = AheadOfTime(backbone.denoiser, programs)
     return backbone.net
 
 
-def _batch_dims(module, args, kwargs, n: int) -> dict:
-    """torch.export's dynamic_shapes for a call: the first dimension of every input tensor of the batch's size."""
+def _dynamic_dims(module, args, kwargs, n: int) -> dict:
+    """torch.export's dynamic_shapes for a call: the first dimension of every input tensor of the batch's size (not
+    for a batch of 1, which torch specializes) and, in a region context, the sizes it declares as the batch's (the
+    same) or the number of prompt slots' (in any call), as ``DynamicBatch`` marks them for torch.compile."""
     from torch.export import Dim
+    regions = _regions(kwargs)
+    marked: dict[int, set] = {}
+    for tensor, dim in [] if regions is None else regions.slot_dims() + (regions.batch_dims() if n > 1 else []):
+        marked.setdefault(id(tensor), set()).add(dim)
 
-    def spec(value):
+    def spec(value, in_regions=False):
         if isinstance(value, torch.Tensor):
-            return {0: Dim.AUTO} if value.dim() and value.shape[0] == n else None
+            batch = n > 1 and value.dim() and value.shape[0] == n
+            dims = marked.get(id(value), set()) if in_regions else ({0} if batch else ())
+            return {d: Dim.AUTO for d in sorted(dims)} or None
+        if value is regions and regions is not None:     # a registered dataclass: its non-None fields, in order
+            return [spec(getattr(value, f.name), True) for f in fields(value) if getattr(value, f.name) is not None]
         if isinstance(value, dict):
-            return {k: spec(v) for k, v in value.items()}
+            return {k: spec(v, in_regions) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return type(value)(spec(v) for v in value)
+            return type(value)(spec(v, in_regions) for v in value)
         return None
     bound = inspect.signature(module.forward).bind(*args, **kwargs)
     return {name: spec(value) for name, value in bound.arguments.items()}
-
-
-def _batch_range(exported, n: int) -> tuple[int, float]:
-    """The batch sizes an exported program takes: its first input's first dimension's range (n alone if static)."""
-    first = next(node for node in exported.graph.nodes
-                 if node.op == "placeholder" and node.name in exported.graph_signature.user_inputs)
-    size = first.meta["val"].shape[0]
-    if isinstance(size, int):
-        return size, size
-    bounds = exported.range_constraints.get(size.node.expr)
-    if bounds is None:
-        return n, n
-    high = bounds.upper            # sympy: an integer, or torch's integer infinity (no upper bound)
-    return int(bounds.lower), (math.inf if bool(high > 2 ** 62) else int(high))

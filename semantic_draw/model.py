@@ -159,8 +159,9 @@ class SemanticDraw:
 
     def warm(self, canvases=None, brushes=(1, 3), regions=("latent",), progress=None) -> float:
         """Compile the shapes of streams and one-shots before anyone waits for them: for each canvas (height,
-        width; default the native size) and brush count, two stream frames (the filling one and a steady one) and
-        one generate. ``progress(done, total, what)`` after each. Returns the seconds it took."""
+        width; default the native size), brush count and region layout, three stream frames (the filling one, a
+        steady one and one after an edit, as while someone paints) and one generate. ``progress(done, total, what)``
+        after each. Returns the seconds it took."""
         from .warm import warm
         return warm(self, canvases, brushes, regions, progress)
 

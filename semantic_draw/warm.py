@@ -32,7 +32,12 @@ def warm(model, canvases=None, brushes=(1, 3), regions=("latent",), progress=Non
         scene = warm_scene(height, width, count)
         with model.stream(scene, seed=0, regions=layout) as session:
             session.next_frame(output="latent")     # the filling frame: one slot per call
-            session.next_frame(output="latent")     # a steady frame: every slot in one call
+            session.next_frame(output="latent")     # a steady frame: the slots in flight
+            if count and width // count > 1:       # a painting frame (an edit: every slot again): the top
+                mask = scene.layers[-1].mask.copy()  # brush loses its last column
+                mask[:, -1] = False
+                session.edit_layer(count - 1, mask=mask)
+                session.next_frame(output="latent")
         model.generate(scene, seed=0, regions=layout, output="latent")
         if progress is not None:
             progress(done, len(jobs), f"{width}x{height}, {count} brush(es), {layout} regions")

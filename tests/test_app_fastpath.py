@@ -41,14 +41,19 @@ def test_jit_warms_the_starter_palette_of_every_model_in_the_background():
         assert model.counts.calls > 0                                   # a stream and a one-shot ran on each
 
 
-def test_zero_gpu_compiles_ahead_of_time_in_one_gpu_task_per_model():
+def test_zero_gpu_compiles_ahead_of_time_in_one_gpu_task_per_model_and_layout():
     spaces = StandInSpaces()
     names = ("tiny-sd15", "tiny-sd3")
     models = Models({name: SemanticDraw.from_preset(name) for name in names})
     assert fastpath.prepare(models, "aoti", spaces_module=spaces, gpu=spaces.GPU) is None
-    assert spaces.durations == [fastpath.AOT_DURATION] * len(names) and 1 <= fastpath.AOT_DURATION <= 300
+    # one task per model and region layout, each with the most ZeroGPU grants
+    assert spaces.durations == [fastpath.AOT_DURATION] * 2 * len(names) and 1 <= fastpath.AOT_DURATION <= 300
     assert spaces.compiled and all(inside for _, inside in spaces.compiled)   # every compile inside a GPU task
-    assert all(isinstance(models[name].backbone.net, AheadOfTime) for name in names)
+    for name in names:
+        net = models[name].backbone.net
+        assert isinstance(net, AheadOfTime)
+        kinds = {p.regions for ps in net.programs.values() for p in ps}
+        assert kinds == {False, True}                   # programs for both layouts' calls
     assert fastpath.prepare(models, None) is None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -355,7 +356,8 @@ def test_zero_gpu_chooses_ahead_of_time_compilation_and_serves_its_shapes(preset
     net = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,))
     assert spaces.compiled and model.backbone.net is net and net.fallbacks == 0
     exported = [e for e, _ in spaces.compiled]
-    assert len(exported) == len(net.programs[next(iter(net.programs))]) <= 2    # dynamic batches: few programs
+    plain = [p for ps in net.programs.values() for p in ps if not p.regions]
+    assert 1 <= len(plain) <= 2 and len(exported) == sum(len(ps) for ps in net.programs.values())   # few programs
     got = model.generate(scene, seed=0, output="latent")               # the warmed shapes: programs only
     torch.testing.assert_close(got, eager[0], rtol=1e-4, atol=1e-4)
     assert spaces.runs > 0 and net.fallbacks == 0
@@ -372,14 +374,48 @@ def test_zero_gpu_chooses_ahead_of_time_compilation_and_serves_its_shapes(preset
     assert net.fallbacks > 0
 
 
+@pytest.mark.parametrize("preset", ["tiny-sd15", "tiny-sdxl", "tiny-sd3"])
+def test_zero_gpu_serves_the_attention_layout_at_every_brush_count_from_the_programs_of_one(preset):
+    from semantic_draw import compiled
+    spaces = StandInSpaces()
+    model, eager = SemanticDraw.from_preset(preset), SemanticDraw.from_preset(preset)
+    net = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,))
+    assert {p.regions for ps in net.programs.values() for p in ps} == {False, True} and net.fallbacks == 0
+    runs = spaces.runs
+    for k in (1, 3, 5):            # 2 to 6 prompt slots: only 2 were exported
+        scene = rect_scene(64, 64, [(f"brush {i}", (0, 12 * i, 64, 12 * i + 20)) for i in range(k)],
+                           background_prompt="a table")
+        torch.testing.assert_close(model.generate(scene, seed=1, output="latent", regions="attention"),
+                                   eager.generate(scene, seed=1, output="latent", regions="attention"),
+                                   rtol=1e-4, atol=1e-4)
+        with model.stream(scene, seed=1, regions="attention") as session, \
+                eager.stream(scene, seed=1, regions="attention") as want:
+            for _ in range(3):
+                torch.testing.assert_close(session.next_frame(output="latent"), want.next_frame(output="latent"),
+                                           rtol=1e-4, atol=1e-4)
+            edited = [replace(layer, mask_blur=2.0) for layer in scene.layers]     # a painting frame
+            session.update(replace(scene, layers=edited))
+            want.update(replace(scene, layers=edited))
+            torch.testing.assert_close(session.next_frame(output="latent"), want.next_frame(output="latent"),
+                                       rtol=1e-4, atol=1e-4)
+    assert net.fallbacks == 0 and spaces.runs > runs       # every call ran a program
+    model.generate(rect_scene(48, 48), seed=0, regions="attention")      # views of another size: eager, counted
+    assert net.fallbacks > 0
+    # called again (more canvases), it keeps the programs it has and adds what they do not serve
+    before = {view: list(ps) for view, ps in net.programs.items()}
+    again = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64), (48, 48)], brushes=(1,))
+    assert all(p in again.programs[view] for view, ps in before.items() for p in ps)
+    assert len(again.programs) > len(before)
+
+
 def test_zero_gpu_exports_another_program_past_a_batch_size_where_the_network_branches():
     from semantic_draw import compiled
     from semantic_draw.warm import warm_scene
     spaces = StandInSpaces()
     model = SemanticDraw.from_preset("tiny-sd15")
     net = compiled.compile_ahead_of_time(model, spaces, canvases=[(128, 128)], brushes=(3,))   # 9 views a slot
-    ranges = sorted((low, high) for low, high, _ in net.programs[(4, 8, 8)])
-    assert len(ranges) == len(spaces.compiled) >= 2 and ranges[0][0] <= 2 and ranges[-1][1] >= 64
+    ranges = sorted(p.batches for p in net.programs[(4, 8, 8)] if not p.regions)
+    assert len(ranges) >= 2 and ranges[0][0] <= 2 and ranges[-1][1] >= 64
     with model.stream(warm_scene(128, 128, 3), seed=0) as session:       # calls of more than 63 items, and fewer
         for _ in range(3):
             session.next_frame(output="latent")
@@ -391,7 +427,7 @@ def test_zero_gpu_static_programs_serve_only_their_own_batch_sizes():
     spaces = StandInSpaces()
     model = SemanticDraw.from_preset("tiny-sd15")
     net = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,), dynamic=False)
-    sizes = sorted(low for ranges in net.programs.values() for low, high, _ in ranges if low == high)
+    sizes = sorted(p.batches[0] for ps in net.programs.values() for p in ps if p.batches[0] == p.batches[1])
     assert len(sizes) == len(spaces.compiled) >= 2            # one program per captured batch size
     model.generate(one_brush(), seed=0, output="latent")
     assert net.fallbacks == 0

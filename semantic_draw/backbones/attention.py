@@ -31,7 +31,7 @@ class UNetRegions:
     group: torch.Tensor                   # [N] long: the set each item reads
     weights: dict[int, torch.Tensor]      # query length (h * w of a resolution) -> [M, S, 1, h * w, 1] (mixes)
     solo: torch.Tensor                    # items that read one slot alone (bootstrapped brushes)...
-    solo_slot: torch.Tensor               # ... and that slot
+    lone_slot: torch.Tensor               # ... and that slot
     mix: torch.Tensor                     # items that mix the slots by their weights
     tokens: torch.Tensor                  # [N, T, D] what the UNet is given as encoder states (unused by the mix)
     pooled: torch.Tensor | None           # [N, D'] area-weighted pooled embedding per item (SDXL), or None
@@ -69,6 +69,12 @@ class JointRegions:
         """The sizes that follow the number of prompts: the text stream's length, and the bias's (image tokens
         first, then the text tokens)."""
         return [(self.tokens, 1), (self.bias, 2), (self.bias, 3)]
+
+
+# Inputs torch.export can take apart and put together (the ahead-of-time path exports attention-layout calls).
+# No field name starts another one: torch's guard code for exported programs mixes such names up.
+for _context in (UNetRegions, JointRegions):
+    torch.export.register_dataclass(_context, serialized_type_name=f"semantic_draw.{_context.__name__}")
 
 
 def normalized(weights: torch.Tensor) -> torch.Tensor:
@@ -188,11 +194,12 @@ class RegionCrossAttnProcessor(AttnProcessor2_0):
         if attn.norm_k is not None:
             key = attn.norm_k(key)
         out = torch.empty_like(query)
-        if len(regions.solo):      # an item that reads one slot: that prompt's attention, once
+        # (sizes read with .shape, not len(): len() makes a traced size a constant, which torch.export cannot vary)
+        if regions.solo.shape[0]:      # an item that reads one slot: that prompt's attention, once
             group = regions.group[regions.solo]
             out[regions.solo] = F.scaled_dot_product_attention(
-                query[regions.solo], key[group, regions.solo_slot], value[group, regions.solo_slot])
-        if len(regions.mix):       # a whole view: each slot's attention, mixed by the pixel's weights
+                query[regions.solo], key[group, regions.lone_slot], value[group, regions.lone_slot])
+        if regions.mix.shape[0]:       # a whole view: each slot's attention, mixed by the pixel's weights
             group = regions.group[regions.mix]
             out[regions.mix] = mixed_attention(query[regions.mix], key[group], value[group],
                                                regions.weights[query.shape[2]])

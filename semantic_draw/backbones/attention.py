@@ -57,7 +57,8 @@ class UNetRegions:
 @dataclass
 class JointRegions:
     """What SD3's joint-attention processors read in one network call."""
-    bias: torch.Tensor                    # [N, 1, L, L] additive bias, image tokens first, then the S prompts' tokens
+    bias: torch.Tensor                    # [N, 1, L, L'] additive bias, image tokens first, then the S prompts'
+                                          # tokens; rows padded to L' (``padded``), cut to L where used
     tokens: torch.Tensor                  # [N, S * T, D] each item's text stream: its set's prompts side by side
     pooled: torch.Tensor                  # [N, D'] area-weighted pooled embedding per item
 
@@ -131,17 +132,18 @@ def joint_context(regions, view_hw, patch: int, dtype: torch.dtype, device) -> J
     bias = torch.cat([torch.cat([at.new_zeros(n, p, p), image_to_text], 2),
                       torch.cat([text_to_image, text_to_text], 2)], 1)[:, None]
     pooled = pooled_mix(weights, regions.prompts["pooled"].to(device, torch.float32), group)
-    return JointRegions(aligned(bias.to(dtype)), embeds.reshape(n, s * t, d), pooled.to(dtype))
+    return JointRegions(padded(bias.to(dtype)), embeds.reshape(n, s * t, d), pooled.to(dtype))
 
 
-def aligned(bias: torch.Tensor, multiple: int = 8) -> torch.Tensor:
-    """The bias as a view of a tensor whose rows are padded to ``multiple`` elements: the memory-efficient SDPA kernel
-    needs its bias rows aligned so, and torch pads and copies a misaligned bias in every call (every joint-attention
-    layer of every step) otherwise. SD3's rows are image tokens + S x 333 text tokens: aligned only when S is a
-    multiple of 8. The rows are padded even then (by a whole ``multiple``), so that the bias has one memory layout
-    whatever the prompt count and a compiled graph with that count dynamic serves them all."""
+def padded(bias: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """The bias with its rows padded to a multiple of ``multiple`` elements, always by 1 to ``multiple``. The
+    processor cuts it back to its length: a view whose rows are aligned as the memory-efficient SDPA kernel needs (a
+    misaligned bias is padded and copied by torch in every call: every joint-attention layer of every step). SD3's
+    rows are image tokens + S x 333 text tokens, aligned only when S is a multiple of 8. The padded tensor itself is
+    contiguous and its padding never 0, so that a compiled graph or an exported program with the prompt count
+    dynamic takes it for every count (an exported program cannot take a view's stride as an input)."""
     length = bias.shape[-1]
-    return F.pad(bias, (0, multiple - length % multiple))[..., :length]
+    return F.pad(bias, (0, multiple - length % multiple))
 
 
 MIX_ELEMENTS = 2 ** 27   # the most query elements one batched attention over the slots copies (256 MiB in fp16)
@@ -229,8 +231,8 @@ class RegionJointAttnProcessor(JointAttnProcessor2_0):
         key = torch.cat([split(attn.to_k(hidden_states), attn.norm_k),
                          split(attn.add_k_proj(encoder_hidden_states), attn.norm_added_k)], 2)
         value = torch.cat([split(attn.to_v(hidden_states)), split(attn.add_v_proj(encoder_hidden_states))], 2)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=regions.bias, dropout_p=0.0,
-                                             is_causal=False)
+        bias = regions.bias[..., :key.shape[2]]          # its padded rows cut back: an aligned view
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(n, -1, heads * query.shape[-1]).to(query.dtype)
         hidden_states, encoder_hidden_states = out[:, :length], out[:, length:]
         if not attn.context_pre_only:

@@ -383,6 +383,16 @@ def at_least(low: float, kind=int):
     return parse
 
 
+def _layouts(text: str) -> tuple[str, ...]:
+    """--warm-regions: comma-separated region layouts, each known, none twice."""
+    known = [value for _, value in REGION_CHOICES]
+    layouts = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not layouts or any(layout not in known for layout in layouts) or len(set(layouts)) != len(layouts):
+        raise argparse.ArgumentTypeError(f"expected region layouts from {', '.join(known)}, each once; "
+                                         f"got {text!r}")
+    return layouts
+
+
 def parse_args(argv=None, environ=None):
     """The command line (and SEMANTICDRAW_AUTH from `environ`, default os.environ). A malformed login setting stops
     here with one line (auth.AuthError, a SystemExit), before any model is loaded."""
@@ -405,6 +415,9 @@ def parse_args(argv=None, environ=None):
     p.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
                    help="with --compile: one graph for every batch size of a canvas, so a new brush count compiles "
                         "nothing (dynamic, default), or one graph per batch shape (static)")
+    p.add_argument("--warm-regions", default="latent,attention", type=_layouts, metavar="LAYOUTS",
+                   help="with the fast path: the region layouts prepared at start, in order (comma-separated; "
+                        "on ZeroGPU each is one GPU task per model before the page opens)")
     p.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: best available; cuda on ZeroGPU)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="default: the preset's")
     p.add_argument("--height", type=int, default=None, help="starting canvas height (default: the model's size)")
@@ -486,7 +499,7 @@ def main(argv=None):
                        max_streams=args.max_streams, max_generations=args.max_generations,
                        max_per_user=args.max_per_user, forwarded_hops=args.forwarded_hops,
                        queue_size=args.max_queue, max_upload_mb=args.max_upload_mb)
-    fastpath.prepare(models, mode, spaces_module=spaces_module(), gpu=GPU)
+    fastpath.prepare(models, mode, spaces_module=spaces_module(), gpu=GPU, layouts=args.warm_regions)
     if mode:
         print(f"Fast path: {'torch.compile, warming in the background' if mode == 'jit' else 'compiled ahead of time'}",
               flush=True)

@@ -52,16 +52,17 @@ def warm_shapes(models, layouts=("latent", "attention")) -> list[tuple[str, list
             for layout in layouts for name in models.by_name]
 
 
-def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> threading.Thread | None:
-    """Get the fast path ready: "jit" warms in a background thread (returned, already started), "aoti" compiles
-    ahead of time now inside one GPU task (``gpu``: spaces.GPU)."""
+def prepare(models, mode: str | None, *, spaces_module=None, gpu=None,
+            layouts=("latent", "attention")) -> threading.Thread | None:
+    """Get the fast path ready for the region ``layouts``: "jit" warms in a background thread (returned, already
+    started), "aoti" compiles ahead of time now inside GPU tasks (``gpu``: spaces.GPU)."""
     if mode == "jit":
-        thread = threading.Thread(target=_warm_all, args=(models,), name="warm-fast-path", daemon=True)
+        thread = threading.Thread(target=_warm_all, args=(models, layouts), name="warm-fast-path", daemon=True)
         thread.start()
         return thread
     if mode == "aoti":       # one GPU task per model and layout: each gets the whole duration ZeroGPU grants
         failed = set()
-        for name, canvases, brushes, layout in warm_shapes(models):
+        for name, canvases, brushes, layout in warm_shapes(models, layouts):
             if name in failed:
                 continue
 
@@ -79,8 +80,8 @@ def prepare(models, mode: str | None, *, spaces_module=None, gpu=None) -> thread
     return None
 
 
-def _warm_all(models) -> None:
-    for name, canvases, brushes, layout in warm_shapes(models):
+def _warm_all(models, layouts) -> None:
+    for name, canvases, brushes, layout in warm_shapes(models, layouts):
         def progress(done, total, what, name=name):
             log.info("fast path, %s: warmed %d/%d (%s)", name, done, total, what)
         try:

@@ -78,3 +78,20 @@ def test_the_page_says_when_the_fast_path_is_being_prepared():
     assert text.count("Preparing the fast path") == 1 and "a new canvas size compile the network" in text
     assert "Frames follow" in text
     assert "compiling the network" in status_text(Live(StreamEvent("preparing")), new=False, notes=[])
+
+
+def test_the_layouts_to_prepare_come_from_the_command_line(capsys):
+    import pytest
+
+    import app
+    assert app.parse_args([], environ={}).warm_regions == ("latent", "attention")
+    assert app.parse_args(["--warm-regions", "attention"], environ={}).warm_regions == ("attention",)
+    for bad in ("latent,latent", "sideways", ""):
+        with pytest.raises(SystemExit):
+            app.parse_args(["--warm-regions", bad], environ={})
+    assert "expected region layouts" in capsys.readouterr().err
+    spaces = StandInSpaces()
+    models = Models({"tiny-sd15": SemanticDraw.from_preset("tiny-sd15")})
+    fastpath.prepare(models, "aoti", spaces_module=spaces, gpu=spaces.GPU, layouts=("latent",))
+    net = models["tiny-sd15"].backbone.net
+    assert len(spaces.durations) == 1 and {p.regions for ps in net.programs.values() for p in ps} == {False}

@@ -20,6 +20,7 @@ from dataclasses import replace
 import gradio as gr
 
 from semantic_draw import SemanticDrawError
+from semantic_draw.options import COMPILE_SHAPES
 from semantic_draw.scene import palette_colors
 
 from app_parts import canvas as cv
@@ -412,7 +413,7 @@ def parse_args(argv=None, environ=None):
                         "on a CPU; on a ZeroGPU Space ahead-of-time compilation at start instead")
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="with --compile: keep the compile cache in DIR, so the next start is warm")
-    p.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
+    p.add_argument("--compile-shapes", choices=COMPILE_SHAPES, default=COMPILE_SHAPES[0],
                    help="with --compile: one graph for every batch size of a canvas, so a new brush count compiles "
                         "nothing (dynamic, default), or one graph per batch shape (static)")
     p.add_argument("--warm-regions", default="latent,attention", type=_layouts, metavar="LAYOUTS",

@@ -21,6 +21,7 @@ from bench.full_size import ROOT, build_full_pipeline  # also puts the repositor
 from semantic_draw import SemanticDraw
 from semantic_draw.denoiser import Timed, Wrapper
 from semantic_draw.loading import default_device_dtype
+from semantic_draw.options import COMPILE_SHAPES
 from semantic_draw.presets import Preset, get_preset
 from semantic_draw.sizes import to_multiple
 from semantic_draw.timing import Clock
@@ -53,7 +54,7 @@ def add_compile_args(parser: argparse.ArgumentParser, what: str) -> None:
     """--compile (``what`` it then measures), --compile-cache and --compile-shapes."""
     parser.add_argument("--compile", action="store_true", help=what)
     parser.add_argument("--compile-cache", default=None, metavar="DIR", help="with --compile: the cache folder")
-    parser.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
+    parser.add_argument("--compile-shapes", choices=COMPILE_SHAPES, default=COMPILE_SHAPES[0],
                         help="with --compile: one graph for every batch size of a canvas, or one per shape")
 
 

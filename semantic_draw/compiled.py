@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from .denoiser import BUCKETS, Denoiser, Views, Wrapper
+from .denoiser import BUCKETS, Denoiser, Views, Wrapper, find
 from .errors import OptionError, ResourceError
 from .options import COMPILE_SHAPES, check_choice
 
@@ -126,6 +126,11 @@ class Compiled(Wrapper):
 BRANCHES = {None: (2, 64), "cpu": (2, 16, 64)}
 
 
+def compiled_layer(denoiser: Denoiser) -> "Compiled | None":
+    """The Compiled wrapper in a chain of denoisers, or None (the network runs eager)."""
+    return find(denoiser, Compiled)
+
+
 class DynamicBatch:
     """The compiled network, its calls' batch dimension marked dynamic from the first call on (torch would only
     make it so after a second batch size, compiling twice). Every input tensor whose first size is the batch's is
@@ -137,13 +142,7 @@ class DynamicBatch:
         self.compiled = compiled
 
     def __call__(self, *args, **kwargs):
-        n = _call_shape(args, kwargs)[0]
-        regions = _regions(kwargs)
-        dims = [] if regions is None else regions.slot_dims()     # the number of prompt slots, in any call
-        if n > 1:
-            _mark_batch((args, {k: v for k, v in kwargs.items() if k not in REGION_KWARGS}), n)
-            dims += [] if regions is None else regions.batch_dims()
-        for tensor, dim in dims:
+        for tensor, dim in _varying_sizes(args, kwargs):
             torch._dynamo.maybe_mark_dynamic(tensor, dim)
         return self.compiled(*args, **kwargs)
 
@@ -165,16 +164,27 @@ def _regions(kwargs):
     return None
 
 
-def _mark_batch(value, n: int) -> None:
+def _varying_sizes(args, kwargs) -> list[tuple[torch.Tensor, int]]:
+    """(tensor, dimension) of every size of a network call that a compiled graph or an exported program keeps
+    symbolic: the first dimension of every input tensor of the batch's size (not for a batch of 1, which torch
+    specializes) and, in a region context, the sizes it declares as the batch's (the same) or the number of prompt
+    slots' (in any call)."""
+    n = _call_shape(args, kwargs)[0]
+    regions = _regions(kwargs)
+    sizes = [] if regions is None else regions.slot_dims()
+    if n > 1:
+        sizes += [(t, 0) for t in _tensors((args, {k: v for k, v in kwargs.items() if k not in REGION_KWARGS}))
+                  if t.dim() and t.shape[0] == n]
+        sizes += [] if regions is None else regions.batch_dims()
+    return sizes
+
+
+def _tensors(value) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
-        if value.dim() and value.shape[0] == n:
-            torch._dynamo.maybe_mark_dynamic(value, 0)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _mark_batch(v, n)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _mark_batch(v, n)
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [t for v in value for t in _tensors(v)] if isinstance(value, (list, tuple)) else []
 
 
 def compile_decoders(backbone, backend: str = "inductor") -> list[str]:
@@ -393,13 +403,13 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     # until every captured call is served
     for args, kwargs in sorted(captured.values(), key=lambda call: _call_shape(*call)[0]):
         shape = _call_shape(args, kwargs)
-        view, n = shape[1:], shape[0]
+        view = shape[1:]
         spec, tensors = _inputs(args, kwargs)
         if any(p.fits(spec, tensors) for p in programs.get(view, ())):
             continue
         with spaces_module.aoti_capture(backbone.denoiser) as call:
             backbone.denoiser(*args, **kwargs)
-        shapes = _dynamic_dims(backbone.denoiser, call.args, call.kwargs, n) if dynamic else None
+        shapes = _dynamic_dims(backbone.denoiser, call.args, call.kwargs) if dynamic else None
         exported = torch.export.export(backbone.denoiser, args=call.args, kwargs=call.kwargs, dynamic_shapes=shapes)
         program = _program(exported, spaces_module.aoti_compile(exported), _regions(kwargs) is not None)
         programs.setdefault(view, []).append(program)
@@ -409,27 +419,24 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     return backbone.net
 
 
-def _dynamic_dims(module, args, kwargs, n: int) -> dict:
-    """torch.export's dynamic_shapes for a call: the first dimension of every input tensor of the batch's size (not
-    for a batch of 1, which torch specializes) and, in a region context, the sizes it declares as the batch's (the
-    same) or the number of prompt slots' (in any call), as ``DynamicBatch`` marks them for torch.compile."""
+def _dynamic_dims(module, args, kwargs) -> dict:
+    """torch.export's dynamic_shapes for a call: the sizes ``_varying_sizes`` names (as ``DynamicBatch`` marks them
+    for torch.compile), the rest static."""
     from torch.export import Dim
-    regions = _regions(kwargs)
     marked: dict[int, set] = {}
-    for tensor, dim in [] if regions is None else regions.slot_dims() + (regions.batch_dims() if n > 1 else []):
+    for tensor, dim in _varying_sizes(args, kwargs):
         marked.setdefault(id(tensor), set()).add(dim)
+    regions = _regions(kwargs)
 
-    def spec(value, in_regions=False):
+    def spec(value):
         if isinstance(value, torch.Tensor):
-            batch = n > 1 and value.dim() and value.shape[0] == n
-            dims = marked.get(id(value), set()) if in_regions else ({0} if batch else ())
-            return {d: Dim.AUTO for d in sorted(dims)} or None
-        if value is regions and regions is not None:     # a registered dataclass: its non-None fields, in order
-            return [spec(getattr(value, f.name), True) for f in fields(value) if getattr(value, f.name) is not None]
+            return {d: Dim.AUTO for d in sorted(marked.get(id(value), ()))} or None
+        if regions is not None and value is regions:     # a registered dataclass: its non-None fields, in order
+            return [spec(getattr(value, f.name)) for f in fields(value) if getattr(value, f.name) is not None]
         if isinstance(value, dict):
-            return {k: spec(v, in_regions) for k, v in value.items()}
+            return {k: spec(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return type(value)(spec(v, in_regions) for v in value)
+            return type(value)(spec(v) for v in value)
         return None
     bound = inspect.signature(module.forward).bind(*args, **kwargs)
     return {name: spec(value) for name, value in bound.arguments.items()}

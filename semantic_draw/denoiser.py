@@ -267,9 +267,14 @@ class RegionAttention(Wrapper):
         r = views.regions
         if r is None:
             return self._call(views)
-        if getattr(self.backbone, "region_solo_apart", False) and r.alone is not None and (r.alone >= 0).any():
+        if self.plain_solo_calls and r.alone is not None and (r.alone >= 0).any():
             return self._apart(views, r.alone >= 0)
         return self._whole(views)       # already padded (``Padded`` wraps this)
+
+    @property
+    def plain_solo_calls(self) -> bool:
+        """Whether solo items go in a plain call of their own (no region context), next to the region call."""
+        return getattr(self.backbone, "region_solo_apart", False)
 
     def _whole(self, views: Views) -> torch.Tensor:
         r = views.regions

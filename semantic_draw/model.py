@@ -154,8 +154,8 @@ class SemanticDraw:
     @property
     def compiled(self):
         """The Compiled wrapper of the network (its ``compiles`` and ``shapes`` say what was compiled), or None."""
-        from .compiled import Compiled
-        return find(self.network, Compiled)
+        from .compiled import compiled_layer
+        return compiled_layer(self.network)
 
     def warm(self, canvases=None, brushes=(1, 3), regions=("latent",), progress=None) -> float:
         """Compile the shapes of streams and one-shots before anyone waits for them: for each canvas (height,

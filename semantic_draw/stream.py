@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .denoiser import Counted, Counts, Denoiser, Padded, find, for_options
+from .denoiser import Counted, Counts, Denoiser, Padded, RegionAttention, find, for_options
 from .errors import SemanticDrawError, SessionClosedError, SceneError
 from .memory import out_of_memory_is_a_resource_error
 from .noise import NoiseSource
@@ -220,11 +220,7 @@ class StreamSession:
         T = self.schedule.steps
         in_flight = bool((steps >= 1).all())          # no slot at step 0: the shape of the slots in flight
         if self._padded is not None:
-            if self._padded_for is not self.plan:   # once per plan, not per frame
-                self._most = tuple(most_call_items(self.plan, self.opts, s)
-                                   for s in (torch.arange(T), self._in_flight_steps))
-                self._padded_for = self.plan
-            self._padded.minimum = self._most[1 if in_flight else 0]
+            self._padded.minimum = self._padded_sizes()[1 if in_flight else 0]
         layout = None
         if in_flight and len(steps) == T - 1:
             if self._steady is None:
@@ -233,19 +229,27 @@ class StreamSession:
         return region_step(self.denoiser, self.plan, self.opts, x, steps, bg_noise=self._bg_noise, noise=noise,
                            draw=self._noise.draw, carried=carried, layout=layout)
 
+    def _padded_sizes(self) -> tuple[int, int]:
+        """The two batch sizes a compiled network's calls are padded to: the most items a frame with a slot at step
+        0 can have, and the most of the slots in flight (made once per plan, not per frame)."""
+        if self._padded_for is not self.plan:
+            self._most = tuple(most_call_items(self.plan, self.opts, s)
+                               for s in (torch.arange(self.schedule.steps), self._in_flight_steps))
+            self._padded_for = self.plan
+        return self._most
+
     def _compiles_ahead(self) -> bool:
         """Whether this stream's first frames will compile the network: calls of its two padded shapes that the
         compiled network has not run before."""
         if self._padded is None or self._compiled is None:
             return False
-        T, tiling = self.schedule.steps, self.plan.tiling
-        sizes = {most_call_items(self.plan, self.opts, s) for s in (torch.arange(T), self._in_flight_steps)}
+        tiling = self.plan.tiling
         view = (self.plan.z_bg.shape[1], tiling.view_h, tiling.view_w)
-        attention = self.builder.layout == "attention"
-        kinds = [attention]          # calls with the region context or without; SD3's bootstrapped brushes: both
-        if attention and getattr(self.builder.backbone, "region_solo_apart", False):
+        regions = find(self.denoiser, RegionAttention)
+        kinds = [regions is not None]           # calls with the region context, and where the region layer splits
+        if regions is not None and regions.plain_solo_calls:    # them off, the bootstrapped brushes' plain calls
             kinds.append(False)
-        return any(self._compiled.would_compile(view, regions, sizes) for regions in kinds)
+        return any(self._compiled.would_compile(view, kind, self._padded_sizes()) for kind in kinds)
 
     def _fill(self, x: torch.Tensor) -> torch.Tensor:
         """First frame: one latent walks through every step; its intermediate latents become the slots in flight."""
@@ -414,6 +418,5 @@ def _fps(times: list[float]) -> float:
 
 
 def _compiled_layer(denoiser: Denoiser):
-    """The Compiled wrapper in a chain of denoisers (compiled.py), or None."""
-    from .compiled import Compiled
-    return find(denoiser, Compiled)
+    from .compiled import compiled_layer     # late: compiled.py (torch.compile) is only needed once compiling
+    return compiled_layer(denoiser)

@@ -1,7 +1,8 @@
-"""Operations one network call of the attention layout dispatches, by number of prompt slots: the full-size
-SD1.5, SDXL and SD3 networks built on the meta device (nothing allocated, nothing computed), so the counts are exact
-and the same on any machine. On a GPU an eager call launches about one kernel per operation and waits on Python
-for each at small batches; a compiled one runs them as one graph.
+"""Operations one network call of the attention layout dispatches, and the arithmetic it does, by number of prompt
+slots: the full-size SD1.5, SDXL and SD3 networks built on the meta device (nothing allocated, nothing computed),
+so the counts are exact and the same on any machine. On a GPU an eager call launches about one kernel per
+operation and waits on Python for each at small batches; a compiled one runs them as one graph, and then the
+arithmetic (torch's FLOP counter: matrix products, convolutions, attention) is what is left.
 
     python bench/network_ops.py                        # 2, 4, 9, 17 slots (1, 3, 8, 16 brushes), 4 items a call
     python bench/network_ops.py --families sd15 --slots 2,17 --items 4
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench.common import markdown_table, write_outputs  # noqa: E402
 from bench.full_size import build_full_pipeline  # noqa: E402
@@ -45,11 +47,12 @@ def call(model: SemanticDraw, slots: int, items: int) -> None:
     backbone.model_output(x, torch.zeros(items, device="meta"), None, torch.zeros(items, 2), regions=context)
 
 
-def count(model: SemanticDraw, slots: int, items: int) -> int:
-    counter = Counter()
-    with counter:
+def count(model: SemanticDraw, slots: int, items: int) -> tuple[int, float]:
+    """(operations dispatched, views left out; TFLOP) of one call."""
+    counter, flops = Counter(), FlopCounterMode(display=False)
+    with flops, counter:
         call(model, slots, items)
-    return counter.outside - counter.views
+    return counter.outside - counter.views, flops.get_total_flops() / 1e12
 
 
 def main(argv=None) -> None:
@@ -60,13 +63,17 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     slots = [int(s) for s in args.slots.split(",")]
-    rows = []
+    ops, flops = [], []
     for family in args.families.split(","):
         model = network(family)
-        rows.append([family, args.items] + [count(model, s, args.items) for s in slots])
+        counts = [count(model, s, args.items) for s in slots]
+        ops.append([family, args.items] + [n for n, _ in counts])
+        flops.append([family, args.items] + [f"{f:.2f}" for _, f in counts])
         print(f"{family}: done", flush=True)
-    table = markdown_table(["network", "items"] + [f"{s} slots ({s - 1} brushes)" for s in slots], rows)
-    print("\nOperations of one attention-layout call (views left out):\n\n" + table)
+    head = ["network", "items"] + [f"{s} slots ({s - 1} brushes)" for s in slots]
+    table = ("Operations of one attention-layout call (views left out):\n\n" + markdown_table(head, ops)
+             + "\n\nTFLOP of the same call:\n\n" + markdown_table(head, flops))
+    print("\n" + table)
     write_outputs(args.out, "network_ops", table)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from diffusers import SD3Transformer2DModel
 
 from scenes import fixture_scene, rect_mask, rect_scene
 from semantic_draw import Background, Layer, OptionError, Scene, SemanticDraw
 from semantic_draw.backbones.attention import (RegionCrossAttnProcessor, RegionJointAttnProcessor, joint_context,
                                                unet_context)
 from semantic_draw.denoiser import Regions
+from semantic_draw.tiny import build_tiny_pipeline
 
 PRESETS = ["tiny-sd15", "tiny-sdxl", "tiny-sd3"]
 
@@ -134,6 +136,46 @@ def test_sd3_image_tokens_attend_to_their_own_prompt_alone():
     torch.testing.assert_close(mixed[:, cols < 2], apple[:, cols < 2], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mixed[:, cols >= 2], cup[:, cols >= 2], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(apple, cup)
+
+
+def test_sd3_without_t5_keeps_one_of_the_equal_zero_tokens_and_computes_the_same():
+    """The 256 zero T5 rows of a prompt are one row with the bias log(256): same network output, 78 tokens a
+    prompt instead of 333. Two joint blocks, so that the kept row is also updated as a query (the last block only
+    reads the text). With T5 loaded nothing is dropped."""
+    pipe = build_tiny_pipeline("sd3")
+    torch.manual_seed(0)
+    pipe.transformer = SD3Transformer2DModel.from_config({**pipe.transformer.config, "num_layers": 2})
+    model = SemanticDraw.from_pipeline(pipe)
+    backbone = model.backbone
+    backbone.install_region_attention()
+    cond = model.encode_prompts(["a red apple", "a blue cup", "grass", "sky"])
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(3, 4, 8, 8, generator=g)
+    weights[:, 1, :4] = 0                              # a prompt absent from part of the view
+    weights[0, 2] = 0                                  # and one absent from a whole item
+    x = torch.randn(3, backbone.latent_channels, 8, 8, generator=g)
+    t = torch.tensor([900.0, 500.0, 100.0])
+    t5 = backbone.t5_max_length
+
+    def output(embeds, repeated=None):
+        regions = Regions(weights, {"embeds": embeds[None], "pooled": cond["pooled"][None]})
+        context = (backbone.region_context(regions, (8, 8)) if repeated is None else
+                   joint_context(regions, (8, 8), 2, backbone.dtype, backbone.device, repeated))
+        return context.tokens.shape[1], backbone.model_output(x, t, None, regions=context)
+
+    (n_all, every), (n_kept, kept) = output(cond["embeds"], repeated=0), output(cond["embeds"])
+    assert n_all == 4 * (77 + t5) and n_kept == 4 * 78
+    torch.testing.assert_close(kept, every, rtol=1e-5, atol=1e-5)
+    _, once = output(cond["embeds"][:, :78], repeated=0)      # the zero row kept once, without its weight
+    assert not torch.allclose(once, every, atol=1e-3)
+    tail = cond["embeds"].clone()                             # any repeated row, not just zeros
+    tail[:, 77:] = 3 * torch.randn(4, 1, tail.shape[-1], generator=g)
+    torch.testing.assert_close(output(tail)[1], output(tail, repeated=0)[1], rtol=1e-5, atol=1e-5)
+    with_t5 = SemanticDraw.from_pipeline(build_tiny_pipeline("sd3", with_t5=True)).backbone
+    cond = with_t5.encode_prompts(["a red apple", "a blue cup"])
+    context = with_t5.region_context(Regions(two_regions((8, 8), n=1), {k: v[None] for k, v in cond.items()}),
+                                     (8, 8))
+    assert context.tokens.shape[1] == 2 * (77 + t5)
 
 
 # -- cost, streams, edits ----------------------------------------------------------------------------------------------

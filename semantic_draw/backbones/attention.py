@@ -15,6 +15,7 @@ Without ``regions`` both processors are exactly diffusers' own (AttnProcessor2_0
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -118,17 +119,28 @@ def unet_context(regions, view_hw, dtype: torch.dtype, device) -> UNetRegions:
                                                               group).to(dtype))
 
 
-def joint_context(regions, view_hw, patch: int, dtype: torch.dtype, device) -> JointRegions:
+def joint_context(regions, view_hw, patch: int, dtype: torch.dtype, device, repeated: int = 0) -> JointRegions:
+    """The joint-attention context of one call. ``repeated``: how many of each prompt's last tokens are one token
+    repeated (SD3 without T5: 256 zero rows). They are kept once, with the bias log(repeated) on their column: an
+    attention over k equal keys (equal values) is one key of weight k, and equal text tokens stay equal through
+    every block (no positional embedding, per-token layers, the same bias row), so the result is the same up to
+    rounding while each prompt carries 78 tokens instead of 333."""
     group = to_device(regions.item_groups(), device)
     weights = normalized(regions.weights.to(device, torch.float32))
     at = normalized(F.avg_pool2d(weights, patch)).flatten(2)                 # [N, S, P] per image token
     embeds = regions.prompts["embeds"].to(device, dtype).index_select(0, group)   # [N, S, T, D]
+    if repeated > 1:
+        embeds = embeds[:, :, :embeds.shape[2] - repeated + 1]
     n, s, t, d = embeds.shape
     p = at.shape[-1]
-    image_to_text = torch.log(at).transpose(1, 2).repeat_interleave(t, 2)     # [N, P, S * T]
+    weight = torch.zeros(t, device=device)                                   # log(multiplicity) per text column
+    if repeated > 1:
+        weight[-1] = math.log(repeated)
+    weight = weight.repeat(s)                                                # [S * T]
+    image_to_text = torch.log(at).transpose(1, 2).repeat_interleave(t, 2) + weight     # [N, P, S * T]
     text_to_image = torch.where(at > 0, 0.0, -torch.inf).repeat_interleave(t, 1)   # [N, S * T, P]
     own = torch.block_diag(*[torch.ones(t, t, device=device)] * s) > 0
-    text_to_text = torch.where(own, 0.0, -torch.inf).expand(n, -1, -1)
+    text_to_text = (torch.where(own, 0.0, -torch.inf) + weight).expand(n, -1, -1)
     bias = torch.cat([torch.cat([at.new_zeros(n, p, p), image_to_text], 2),
                       torch.cat([text_to_image, text_to_text], 2)], 1)[:, None]
     pooled = pooled_mix(weights, regions.prompts["pooled"].to(device, torch.float32), group)
@@ -139,7 +151,7 @@ def padded(bias: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     """The bias with its rows padded to a multiple of ``multiple`` elements, always by 1 to ``multiple``. The
     processor cuts it back to its length: a view whose rows are aligned as the memory-efficient SDPA kernel needs (a
     misaligned bias is padded and copied by torch in every call: every joint-attention layer of every step). SD3's
-    rows are image tokens + S x 333 text tokens, aligned only when S is a multiple of 8. The padded tensor itself is
+    rows are image tokens + S x 78 text tokens (333 with T5), rarely aligned. The padded tensor itself is
     contiguous and its padding never 0, so that a compiled graph or an exported program with the prompt count
     dynamic takes it for every count (an exported program cannot take a view's stride as an input)."""
     length = bias.shape[-1]

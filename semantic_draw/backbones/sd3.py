@@ -48,7 +48,10 @@ class SD3Backbone(DiffusersBackbone):
     region_solo_apart = True   # a bootstrapped brush reads one prompt: its own call spares it every prompt's tokens
 
     def region_context(self, regions, view_hw):
-        return joint_context(regions, tuple(view_hw), self.denoiser.config.patch_size, self.dtype, self.device)
+        # Without T5 a prompt's last t5_max_length tokens are the same zero row: the context keeps one of them.
+        repeated = self.t5_max_length if self.pipe.text_encoder_3 is None else 0
+        return joint_context(regions, tuple(view_hw), self.denoiser.config.patch_size, self.dtype, self.device,
+                             repeated)
 
     @torch.no_grad()
     def model_output(self, x: torch.Tensor, timesteps: torch.Tensor, cond: Cond,

@@ -47,9 +47,15 @@ def parse_args(argv=None):
                         help="timed one-shot generations per brush count (0: none, and no one-shot shapes to compile)")
     add_compile_args(parser, "after the eager rows, the same rows with the network compiled (torch.compile; CUDA "
                              "graphs on a GPU), side by side; 'first frames' then includes compiling")
+    parser.add_argument("--compile-ahead", action="store_true",
+                        help="before the compiled rows, export and compile the network ahead of time (AOTInductor) "
+                             "for this run's canvas, brush counts and layouts, the programs kept in --compile-cache "
+                             "(loaded by the next run, which traces nothing); with --compile, calls no program "
+                             "serves go through torch.compile, else eager")
     parser.add_argument("--compiled-only", action="store_true",
-                        help="with --compile: no eager rows, so that the first row's 'since process start' is a "
-                             "restarted server's time to its first frame (on a warm --compile-cache)")
+                        help="with --compile or --compile-ahead: no eager rows, so that the first row's 'since "
+                             "process start' is a restarted server's time to its first frame (on a warm "
+                             "--compile-cache)")
     parser.add_argument("--painting", action="store_true",
                         help="after each configuration's steady frames, as many frames with an edit before each "
                              "(the top brush grows by a stroke: a new mask, a new plan), as while someone paints")
@@ -137,13 +143,23 @@ def measure_stream(model, scene: Scene, args, tile, regions: str, painting: bool
     total = sum(times)
     model_s = sum(p["model"] for p in parts)
     decode_s = sum(p["decode"] for p in parts)
-    path = f"compiled ({model.compiled.shapes_mode} shapes)" if model.compiled else "eager"
+    path = compiled_path(model)
     return dict(path=path + (", painting" if painting else ""), first=first,
                 since_start=since_start, graphs=model.compiled.compiles if model.compiled else None,
                 regions=regions, brushes=len(scene.layers), slots=slots, fps=len(times) / total, median=median(times),
                 p90=percentile(times, 90), model=model_s / total, decode=decode_s / total,
                 other=max(0.0, 1 - (model_s + decode_s) / total), calls=model.calls / len(times),
                 items=model.items / len(times), peak=mem.mib, memory_method=mem.method)
+
+
+def compiled_path(model) -> str:
+    """How the network runs: eager, torch.compile, programs compiled ahead of time, or both."""
+    parts = []
+    if model.packages is not None:
+        parts.append(f"ahead ({model.packages.loaded} programs loaded, {model.packages.compiled} compiled)")
+    if model.compiled:
+        parts.append(f"compiled ({model.compiled.shapes_mode} shapes)")
+    return " + ".join(parts) or "eager"
 
 
 def measure_oneshot(model, scene: Scene, args, tile, regions: str) -> dict:
@@ -203,11 +219,19 @@ def main(argv=None) -> None:
     tile = tile_size(args, height, width)
     print(f"{model.name} on {model.device}: {width}x{height}, brushes {counts}, regions {layouts}", flush=True)
     rows = []
-    paths = ("compiled",) if args.compile and args.compiled_only else ("eager", "compiled") if args.compile else (
-        "eager",)
+    fast = args.compile or args.compile_ahead
+    if args.compile_ahead and not args.compile_cache:
+        raise SystemExit("--compile-ahead keeps its programs in --compile-cache: give one.")
+    paths = ("compiled",) if fast and args.compiled_only else ("eager", "compiled") if fast else ("eager",)
     for path in paths:
-        if path == "compiled":
+        if path == "compiled" and args.compile:
             model.compile(cache_dir=args.compile_cache, shapes=args.compile_shapes)
+        if path == "compiled" and args.compile_ahead:
+            start = time.perf_counter()
+            model.compile_ahead(args.compile_cache, canvases=[(height, width)], brushes=counts, regions=layouts,
+                                shapes=args.compile_shapes)
+            print(f"  ahead of time: {model.packages.loaded} programs loaded, {model.packages.compiled} compiled "
+                  f"({time.perf_counter() - start:.1f} s; process age {process_age():.1f} s)", flush=True)
         for n in counts:
             scene = synthetic_scene(n, height, width)
             for regions in layouts:

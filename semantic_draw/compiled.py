@@ -283,11 +283,12 @@ class FixedShapes(Wrapper):
 
 
 class AheadOfTime:
-    """What ``backbone.net`` becomes on ZeroGPU: compiled programs, each for one view shape and the calls whose
-    inputs fit its signature (``Program``: with a dynamic batch, every batch size from 2 up to where the network's
-    own code branches, such as diffusers' upsampler at 64, and in the attention layout every number of prompt slots;
-    a batch of 1 has its own program), and the eager module for any other call (each such call logged and counted
-    in ``fallbacks``)."""
+    """What ``backbone.net`` becomes on ZeroGPU (and with ``SemanticDraw.compile_ahead``): compiled programs, each
+    for one view shape and the calls whose inputs fit its signature (``Program``: with a dynamic batch, every batch
+    size from 2 up to where the network's own code branches, such as diffusers' upsampler at 64, and in the attention
+    layout every number of prompt slots; a batch of 1 has its own program), and ``module`` for any other call (the
+    eager module, or torch.compile's when the model is compiled too; each such call logged and counted in
+    ``fallbacks``)."""
 
     def __init__(self, module, programs: dict[tuple, list["Program"]]):
         self.module, self.programs = module, programs     # view shape -> the programs for calls of such views
@@ -305,9 +306,9 @@ class AheadOfTime:
         program = self.program(args, kwargs)
         if program is None:
             self.fallbacks += 1
-            log.warning("no ahead-of-time program for a %scall of %s: eager (%d such calls)",
+            log.warning("no ahead-of-time program for a %scall of %s: %s (%d such calls)",
                         "region " if _regions(kwargs) is not None else "", _call_shape(args, kwargs),
-                        self.fallbacks)
+                        "eager" if isinstance(self.module, torch.nn.Module) else "torch.compile", self.fallbacks)
             return self.module(*args, **kwargs)
         return program.run(*args, **kwargs)
 
@@ -392,7 +393,9 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     def capture(*args, **kwargs):
         spec, tensors = _inputs(args, kwargs)
         captured.setdefault((spec, tuple(tuple(t.shape) for t in tensors)), (args, kwargs))
-        return real(*args, **kwargs)
+        program = real.program(args, kwargs) if isinstance(real, AheadOfTime) else None
+        # a program that serves the call, else the eager module (not a torch.compile'd one: nothing is traced twice)
+        return program.run(*args, **kwargs) if program is not None else backbone.denoiser(*args, **kwargs)
 
     backbone.net = capture
     try:
@@ -415,7 +418,8 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
         programs.setdefault(view, []).append(program)
         log.info("compiled the network ahead of time for %scalls of views of %s, batches %s to %s",
                  "region " if program.regions else "", view, *program.batches)
-    backbone.net = AheadOfTime(backbone.denoiser, programs)
+    # calls no program serves go where they went before: the eager module, or torch.compile's (``Compiled``)
+    backbone.net = AheadOfTime(real.module if isinstance(real, AheadOfTime) else real, programs)
     return backbone.net
 
 

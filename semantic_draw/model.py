@@ -9,6 +9,7 @@ network), counted, and serialized by one lock.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from dataclasses import replace
 from typing import Callable
 
@@ -19,7 +20,7 @@ from PIL import Image
 from .backbones.base import Backbone
 from .backbones.registry import Family, get_family
 from .denoiser import BUCKETS, Counted, Counts, Denoiser, ModelDenoiser, Padded, Serialized, find, for_options
-from .errors import LoadError, OptionError
+from .errors import LoadError, OptionError, ResourceError, SemanticDrawError
 from .noise import NoiseSource, check_seed
 from .memory import out_of_memory_is_a_resource_error
 from .oneshot import StepInfo, method_settings, sample, step_shapes
@@ -32,7 +33,7 @@ from .sharing import FairLock
 
 ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call
 # every constructor passes them on
-MODEL_OPTIONS = ("max_pixels", "compile", "compile_cache", "compile_shapes", "share_calls")
+MODEL_OPTIONS = ("max_pixels", "compile", "compile_cache", "compile_shapes", "compile_ahead", "share_calls")
 LOAD_OPTIONS = ("vae", "tiny_vae", "config", "keep_t5", "local_files_only", "fuse_loras")   # load_pipeline's extras
 
 
@@ -58,7 +59,8 @@ class SemanticDraw:
 
     def __init__(self, backbone: Backbone, settings: SamplerSettings | None = None, guidance: float = 0.0,
                  name: str = "", max_pixels: int | None = None, compile: bool = False,
-                 compile_cache: str | None = None, compile_shapes: str = "dynamic", share_calls: bool = False):
+                 compile_cache: str | None = None, compile_shapes: str = "dynamic", compile_ahead: bool = False,
+                 share_calls: bool = False):
         self.backbone = backbone
         self.spec: Family = get_family(backbone.family)
         self.name = name or backbone.family
@@ -74,8 +76,14 @@ class SemanticDraw:
         self.shared = CallPool() if share_calls else None   # shared_calls.py: callers waiting together, one call
         check_flag(compile, "compile")
         check_choice(compile_shapes, "compile_shapes", COMPILE_SHAPES)
+        self.packages = None            # with compile_ahead: the folder of ahead-of-time programs (packages.py)
+        check_flag(compile_ahead, "compile_ahead")
+        if compile_ahead and compile_cache is None:
+            raise OptionError("compile_ahead keeps its programs in the compile cache folder: give compile_cache too.")
         if compile:
             self.compile(cache_dir=compile_cache, shapes=compile_shapes)
+        if compile_ahead:
+            self.compile_ahead(compile_cache, shapes=compile_shapes)
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -164,6 +172,43 @@ class SemanticDraw:
         after each. Returns the seconds it took."""
         from .warm import warm
         return warm(self, canvases, brushes, regions, progress)
+
+    def compile_ahead(self, folder: str, canvases=None, brushes=(1, 3), regions=("latent", "attention"),
+                      shapes: str = "dynamic"):
+        """Export the network and compile it ahead of time (AOTInductor) for the calls ``warm`` makes over
+        ``canvases`` x ``brushes`` x ``regions``, and keep the programs in ``folder`` (packages.py): a later process
+        loads them in milliseconds, where torch.compile would trace the network again before each graph. Programs
+        already in the folder are loaded first, and only calls they do not serve are compiled (minutes on a GPU, as
+        with torch.compile). With ``shapes="dynamic"`` a program serves every batch size of a canvas and every brush
+        count. Calls no program serves run as before: eager, or through torch.compile after ``compile``. Returns the
+        network (its ``programs``, and ``fallbacks``: the calls that found none)."""
+        from .compiled import AheadOfTime, check_compilable, compile_ahead_of_time
+        from .packages import Packages
+        if not isinstance(folder, (str, Path)) or not str(folder):
+            raise OptionError(f"compile_ahead needs a folder for its programs, got {folder!r}.")
+        check_choice(shapes, "compile_shapes", COMPILE_SHAPES)
+        check_compilable(self.device)
+        packages = Packages(folder, self.backbone)
+        with self._lock:
+            saved = packages.load()
+            if saved:
+                real = self.backbone.net
+                if isinstance(real, AheadOfTime):
+                    saved = {view: real.programs.get(view, []) + ps for view, ps in saved.items()} | {
+                        view: ps for view, ps in real.programs.items() if view not in saved}
+                    real = real.module
+                self.backbone.net = AheadOfTime(real, saved)
+        try:
+            net = compile_ahead_of_time(self, packages, canvases, brushes, dynamic=shapes == "dynamic",
+                                        regions=regions)
+        except SemanticDrawError:
+            raise
+        except Exception as err:
+            raise ResourceError(f"Could not compile the network ahead of time ({type(err).__name__}: {err}); "
+                                "the model runs as before.") from err
+        packages.save(net.programs)
+        self.packages = packages
+        return net
 
     # -- the parts the modes are made of -------------------------------------------------------------------------
     @property

@@ -1,0 +1,168 @@
+"""Ahead-of-time programs kept in a folder, so that a restarted process is warm without tracing the network.
+
+torch.compile's cache (compiled.py) keeps the code inductor generated, but a new process still traces the network
+with dynamo before each graph finds that code: seconds per graph for a full-size UNet, before the first frame. Here
+the network's calls are exported and compiled by AOTInductor instead, through the same path as on ZeroGPU
+(``compiled.compile_ahead_of_time``, which this module serves as its compiler), and every program is saved as a
+package without its weights, listed in an index with the inputs it takes. A later process loads the packages and
+hands them the module's own parameters (no copy): milliseconds a program, nothing traced.
+
+The folder's name carries what a program depends on: torch's and diffusers' versions, the device, the network's
+family, size and dtype, and the source of ``backbones/`` (whose attention processors are traced into the programs).
+Anything else that does not fit (a damaged file, other weights' names) costs only the program: it is compiled again.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import uuid
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+log = logging.getLogger("semantic_draw.packages")
+
+INDEX = "index.json"
+
+
+def folder_key(backbone) -> str:
+    """What the programs of ``backbone``'s network depend on, hashed."""
+    import diffusers
+    dev = torch.cuda.get_device_name(backbone.device) if backbone.device.type == "cuda" else backbone.device.type
+    params = sum(p.numel() for p in backbone.denoiser.parameters())
+    source = hashlib.sha1()
+    for path in sorted((Path(__file__).parent / "backbones").glob("*.py")):
+        source.update(path.read_bytes())
+    key = (f"{torch.__version__}|{diffusers.__version__}|{dev}|{backbone.family}|{params}|{backbone.dtype}|"
+           f"{source.hexdigest()}")
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+class Run:
+    """A loaded program: called as the network module is."""
+
+    def __init__(self, loaded, path: Path):
+        self.loaded, self.path = loaded, path
+
+    def __call__(self, *args, **kwargs):
+        return self.loaded(*args, **kwargs)
+
+
+class Packages:
+    """The programs of one model's network in ``folder`` (a subfolder per ``folder_key``). Offers what
+    ``compile_ahead_of_time`` asks of its compiler (spaces' ``aoti_capture`` and ``aoti_compile``), ``load`` for the
+    programs saved before and ``save`` for the index."""
+
+    def __init__(self, folder: str | Path, backbone):
+        self.backbone = backbone
+        self.folder = Path(folder) / f"programs-{backbone.family}-{folder_key(backbone)}"
+        self.compiled = 0            # programs compiled by this process
+        self.loaded = 0              # programs loaded from the folder
+
+    # -- the compiler of compile_ahead_of_time ----------------------------------------------------------------
+    @staticmethod
+    def aoti_capture(module):
+        """A context whose ``module(...)`` call is recorded (as the module's forward receives it), not run."""
+        class Call:
+            args, kwargs = (), {}
+
+        class Captured(Exception):
+            pass
+
+        call = Call()
+
+        def record(*args, **kwargs):
+            call.args, call.kwargs = args, kwargs
+            raise Captured
+
+        @contextlib.contextmanager
+        def capturing():
+            with mock.patch.object(module, "forward", record):
+                try:
+                    yield call
+                except Captured:
+                    pass
+        return capturing()
+
+    def aoti_compile(self, exported) -> Run:
+        """Compile an exported program to a package in the folder (weights left out) and load it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"program-{uuid.uuid4().hex[:12]}.pt2"
+        tmp = path.with_suffix(".tmp.pt2")
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp),
+                                                 inductor_configs={"aot_inductor.package_constants_in_so": False})
+        tmp.replace(path)
+        self.compiled += 1
+        return self._load(path)
+
+    def _load(self, path: Path) -> Run:
+        loaded = torch._inductor.aoti_load_package(str(path))
+        weights = self.backbone.denoiser.state_dict(keep_vars=True)
+        names = loaded.get_constant_fqns()
+        missing = [name for name in names if name not in weights]
+        if missing:
+            raise KeyError(f"the network has no {missing[0]!r}")
+        loaded.load_constants({name: weights[name] for name in names}, check_full_update=True, user_managed=True)
+        return Run(loaded, path)
+
+    # -- the index ------------------------------------------------------------------------------------------------
+    def save(self, programs: dict) -> Path | None:
+        """Write the index of every program of ``programs`` (view shape -> Programs) that lives in this folder."""
+        from torch.utils._pytree import treespec_dumps
+        entries = [{"file": p.run.path.name, "view": list(view), "spec": treespec_dumps(p.spec),
+                    "sizes": [[_size(s) for s in sizes] for sizes in p.sizes], "regions": p.regions}
+                   for view, ps in programs.items() for p in ps
+                   if isinstance(p.run, Run) and p.run.path.parent == self.folder]
+        if not entries:
+            return None
+        index = self.folder / INDEX
+        tmp = index.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        tmp.replace(index)
+        return index
+
+    def load(self) -> dict:
+        """The programs saved in the folder (view shape -> Programs), each handed the network's weights; an entry
+        that cannot be loaded is left out (its calls are compiled again)."""
+        from torch.utils._pytree import treespec_loads
+        from .compiled import Program
+        index = self.folder / INDEX
+        if not index.is_file():
+            return {}
+        try:
+            entries = json.loads(index.read_text())
+        except (OSError, ValueError) as err:
+            log.warning("ignored the program index %s (%s)", index, err)
+            return {}
+        programs: dict[tuple, list] = {}
+        for entry in entries:
+            try:
+                run = self._load(self.folder / entry["file"])
+                program = Program(run, treespec_loads(entry["spec"]),
+                                  [tuple(_unsize(s) for s in sizes) for sizes in entry["sizes"]],
+                                  bool(entry["regions"]))
+            except Exception as err:     # a damaged or stale program costs only its own compile
+                log.warning("ignored the saved program %s (%s)", entry.get("file"), err)
+                continue
+            programs.setdefault(tuple(entry["view"]), []).append(program)
+            self.loaded += 1
+        if self.loaded:
+            log.info("loaded %d ahead-of-time program(s) from %s", self.loaded, self.folder)
+        return programs
+
+
+def _size(size):
+    """A Program's size (an int, None or a (lowest, highest) range) as JSON."""
+    if isinstance(size, tuple):
+        return [size[0], None if size[1] == math.inf else size[1]]
+    return size
+
+
+def _unsize(size):
+    if isinstance(size, list):
+        return size[0], math.inf if size[1] is None else size[1]
+    return size

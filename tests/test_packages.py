@@ -1,0 +1,111 @@
+"""Programs compiled ahead of time and kept in a folder (``SemanticDraw.compile_ahead``, packages.py): torch's real
+AOTInductor on the CPU (tiny-sd3, whose programs compile in seconds), the same images as eager, a second model on
+the same folder loading the programs instead of compiling, their weights the module's own, and bad folders or files
+costing only a compile."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from scenes import rect_scene
+from semantic_draw import OptionError, SemanticDraw
+from semantic_draw.packages import INDEX, Packages, folder_key
+
+CANVAS = [(64, 64)]
+
+
+def scenes():
+    return [rect_scene(64, 64, [(f"brush {i}", (0, 20 * i, 64, 20 * i + 24)) for i in range(k)],
+                       background_prompt="a table") for k in (1, 2)]
+
+
+def outputs(model, scene):
+    """A one-shot and a stream's first frames (the filling one, steady ones), as latents."""
+    got = [model.generate(scene, seed=1, output="latent")]
+    with model.stream(scene, seed=1) as session:
+        got += [session.next_frame(output="latent") for _ in range(4)]
+    return got
+
+
+def assert_same(got, want):
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A folder in which a first model compiled its programs (1 brush, the latent layout), and that model."""
+    path = tmp_path_factory.mktemp("programs")
+    model = SemanticDraw.from_preset("tiny-sd3")
+    net = model.compile_ahead(str(path), canvases=CANVAS, brushes=(1,), regions=("latent",))
+    return path, model, net
+
+
+def test_programs_compiled_ahead_give_the_eager_images_at_other_brush_counts_too(folder):
+    path, model, net = folder
+    assert model.packages.compiled >= 1 and model.packages.loaded == 0
+    assert (model.packages.folder / INDEX).is_file()
+    assert len(list(model.packages.folder.glob("program-*.pt2"))) == model.packages.compiled
+    eager = SemanticDraw.from_preset("tiny-sd3")
+    for scene in scenes():            # 2 brushes were never captured: the dynamic batch serves them
+        assert_same(outputs(model, scene), outputs(eager, scene))
+    assert net.fallbacks == 0
+
+
+def test_a_new_model_on_the_folder_loads_the_programs_and_compiles_nothing(folder):
+    path, first, _ = folder
+    model = SemanticDraw.from_preset("tiny-sd3")
+    net = model.compile_ahead(str(path), canvases=CANVAS, brushes=(1,), regions=("latent",))
+    assert model.packages.compiled == 0 and model.packages.loaded == first.packages.compiled
+    assert all(type(p.run).__name__ == "Run" for ps in net.programs.values() for p in ps)
+    eager = SemanticDraw.from_preset("tiny-sd3")
+    for scene in scenes():
+        assert_same(outputs(model, scene), outputs(eager, scene))
+    assert net.fallbacks == 0
+    # the programs read the module's own parameters (handed over, not copied): a change to them is seen
+    with torch.no_grad():
+        for m in (model, eager):
+            m.backbone.denoiser.proj_out.weight.mul_(0.5)
+    assert_same(outputs(model, scenes()[0]), outputs(eager, scenes()[0]))
+    model.generate(rect_scene(48, 48), seed=0)             # views of another size: no program, eager, counted
+    assert net.fallbacks > 0
+
+
+def test_a_damaged_program_or_index_costs_only_a_compile(folder, tmp_path):
+    path, first, _ = folder
+    copy = tmp_path / "copy"
+    sub = copy / first.packages.folder.name
+    sub.mkdir(parents=True)
+    for f in first.packages.folder.iterdir():
+        (sub / f.name).write_bytes(f.read_bytes())
+    damaged = next(sub.glob("program-*.pt2"))
+    damaged.write_bytes(damaged.read_bytes()[:1000])        # cut short
+    model = SemanticDraw.from_preset("tiny-sd3")
+    net = model.compile_ahead(str(copy), canvases=CANVAS, brushes=(1,), regions=("latent",))
+    assert model.packages.loaded == first.packages.compiled - 1 and model.packages.compiled == 1
+    assert_same(outputs(model, scenes()[0]), outputs(SemanticDraw.from_preset("tiny-sd3"), scenes()[0]))
+    assert net.fallbacks == 0
+    files = {entry["file"] for entry in json.loads((sub / INDEX).read_text())}
+    assert damaged.name not in files and len(files) == first.packages.compiled   # the index lists the new one
+    (sub / INDEX).write_text("{not json")
+    again = SemanticDraw.from_preset("tiny-sd3")
+    assert Packages(copy, again.backbone).load() == {}
+
+
+def test_the_folder_follows_what_the_programs_depend_on():
+    sd3, sd15 = SemanticDraw.from_preset("tiny-sd3"), SemanticDraw.from_preset("tiny-sd15")
+    assert folder_key(sd3.backbone) == folder_key(SemanticDraw.from_preset("tiny-sd3").backbone)
+    assert folder_key(sd3.backbone) != folder_key(sd15.backbone)
+    half = SemanticDraw.from_preset("tiny-sd3", dtype=torch.bfloat16)
+    assert folder_key(half.backbone) != folder_key(sd3.backbone)
+
+
+def test_compile_ahead_needs_a_folder():
+    with pytest.raises(OptionError, match="compile_cache"):
+        SemanticDraw.from_preset("tiny-sd3", compile_ahead=True)
+    with pytest.raises(OptionError, match="compile_ahead"):
+        SemanticDraw.from_preset("tiny-sd3", compile_ahead="yes", compile_cache="/tmp/x")
+    with pytest.raises(OptionError, match="folder"):
+        SemanticDraw.from_preset("tiny-sd3").compile_ahead(None)

@@ -416,6 +416,10 @@ def parse_args(argv=None, environ=None):
     p.add_argument("--compile-shapes", choices=COMPILE_SHAPES, default=COMPILE_SHAPES[0],
                    help="with --compile: one graph for every batch size of a canvas, so a new brush count compiles "
                         "nothing (dynamic, default), or one graph per batch shape (static)")
+    p.add_argument("--compile-ahead", action="store_true",
+                   help="with --compile-cache, not on ZeroGPU: before the page opens, compile every model's starter "
+                        "shapes ahead of time into the cache folder (minutes, once); a restart loads them in "
+                        "seconds and traces nothing")
     p.add_argument("--warm-regions", default="latent,attention", type=_layouts, metavar="LAYOUTS",
                    help="with the fast path: the region layouts prepared at start, in order (comma-separated; "
                         "on ZeroGPU each is one GPU task per model before the page opens)")
@@ -464,6 +468,8 @@ def parse_args(argv=None, environ=None):
     p.add_argument("--auth-file", metavar="PATH",
                    help="require a login: one user:password a line (# comments); adds to --auth and " + AUTH_ENV)
     args = p.parse_args(argv)
+    if args.compile_ahead and not args.compile_cache:
+        p.error("--compile-ahead keeps its programs in the compile cache folder: give --compile-cache DIR too")
     args.auth_pairs = auth_pairs(args.auth, args.auth_file, environ)
     args.preset, args.model = names(args.preset), names(args.model)
     if not args.preset and not args.model:
@@ -500,6 +506,10 @@ def main(argv=None):
                        max_streams=args.max_streams, max_generations=args.max_generations,
                        max_per_user=args.max_per_user, forwarded_hops=args.forwarded_hops,
                        queue_size=args.max_queue, max_upload_mb=args.max_upload_mb)
+    if args.compile_ahead and mode != "aoti":
+        print("Compiling ahead of time (or loading the programs from the cache folder)...", flush=True)
+        for name, what in fastpath.compile_ahead(models, args.compile_cache, args.warm_regions).items():
+            print(f"  {name}: {what}", flush=True)
     fastpath.prepare(models, mode, spaces_module=spaces_module(), gpu=GPU, layouts=args.warm_regions)
     if mode:
         print(f"Fast path: {'torch.compile, warming in the background' if mode == 'jit' else 'compiled ahead of time'}",

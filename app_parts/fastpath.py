@@ -10,14 +10,20 @@
            (semantic_draw.compiled.compile_ahead_of_time), so every brush count on that canvas size is served. Other
            view sizes run eager there.
     None   eager.
+
+With --compile-ahead (elsewhere than ZeroGPU, with --compile-cache) every model's starter shapes are compiled ahead
+of time into the cache folder before the page opens, or on a restart loaded from it in seconds
+(``SemanticDraw.compile_ahead``: nothing traced again); calls no program serves go through torch.compile as above.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import torch
 
+from semantic_draw import SemanticDrawError
 from semantic_draw.compiled import compile_ahead_of_time, fast_path
 
 from .palette import STARTER
@@ -78,6 +84,30 @@ def prepare(models, mode: str | None, *, spaces_module=None, gpu=None,
                 log.warning("%s: ahead-of-time compilation of the %s layout failed (%s); its calls run eager", name,
                             layout, err)
     return None
+
+
+def compile_ahead(models, folder: str, layouts=("latent", "attention")) -> dict[str, str]:
+    """--compile-ahead: each model's starter shapes, layout by layout, compiled ahead of time into ``folder`` or
+    loaded from it. A model whose compile fails keeps what it has (torch.compile or eager) and the others go on.
+    Returns a line per model saying what was done."""
+    done: dict[str, list[str]] = {}
+    failed = set()
+    for name, canvases, brushes, layout in warm_shapes(models, layouts):
+        if name in failed:
+            continue
+        model, start = models[name], time.monotonic()
+        try:
+            model.compile_ahead(folder, canvases=canvases, brushes=brushes, regions=(layout,))
+        except SemanticDrawError as err:
+            failed.add(name)
+            log.warning("%s: ahead-of-time compilation of the %s layout failed (%s)", name, layout, err)
+            done.setdefault(name, []).append(f"{layout}: failed")
+            continue
+        packages = model.packages
+        done.setdefault(name, []).append(f"{layout} in {time.monotonic() - start:.0f} s")
+        log.info("%s: %s layout ahead of time: %d program(s) loaded, %d compiled so far", name, layout,
+                 packages.loaded, packages.compiled)
+    return {name: ", ".join(parts) for name, parts in done.items()}
 
 
 def _warm_all(models, layouts) -> None:

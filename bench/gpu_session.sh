@@ -17,9 +17,13 @@
 #                                        # the model loaded from a folder), 3 and 1, 8 brushes
 #   bash bench/gpu_session.sh seventh    # then (about 7 minutes): the same 3 brushes with static shapes, for the side
 #                                        # by side; 8 brushes in the attention layout; Irworobongdo compiled
-#   bash bench/gpu_session.sh eighth     # second in line after sixth (2026-12-02; about 9 minutes): the attention
-#                                        # layout's batched processors, eager and compiled (one compile for every
-#                                        # brush count), SD1.5 1/3/8/16 brushes, SDXL 3/8, SD3 3
+#   bash bench/gpu_session.sh eighth     # first in line (2026-12-02; about 9 minutes): the attention layout's
+#                                        # batched processors, eager and compiled (one compile for every brush
+#                                        # count), SD1.5 1/3/8/16 brushes, SDXL 3/8, SD3 3 (its prompts 78 tokens)
+#   bash bench/gpu_session.sh ninth      # right after eighth, on the same warm machine (about 4 minutes): SD1.5
+#                                        # 3 brushes compiled ahead of time (compile_ahead), cold with eager rows
+#                                        # beside it, then a new process on the programs' folder: time to the first
+#                                        # frame from process start, and the frame rate without CUDA graphs
 #
 # Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
@@ -92,6 +96,16 @@ if [ "${1:-first}" = eighth ]; then
         --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
     phase sd3-attention-3 130 python3 bench/stream.py --full-size --preset sd3 --layers 3 \
         --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
+    exit 0
+fi
+if [ "${1:-first}" = ninth ]; then
+    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    # the phase limits add up to 220 s: with eighth, inside one lease's 15 minutes
+    phase sd15-ahead-cold 170 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
+        --frames 20 --oneshot-repeats 1 --compile-ahead --compile-cache "$CACHE-ahead" --model-dir "$MODELS"
+    phase sd15-ahead-warm 50 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
+        --frames 20 --oneshot-repeats 1 --compile-ahead --compiled-only --compile-cache "$CACHE-ahead" \
+        --model-dir "$MODELS"
     exit 0
 fi
 if [ "${1:-first}" = fifth ]; then

@@ -156,7 +156,9 @@ def compiled_path(model) -> str:
     """How the network runs: eager, torch.compile, programs compiled ahead of time, or both."""
     parts = []
     if model.packages is not None:
-        parts.append(f"ahead ({model.packages.loaded} programs loaded, {model.packages.compiled} compiled)")
+        net = model.backbone.net
+        parts.append(f"ahead ({model.packages.loaded} programs loaded, {model.packages.compiled} compiled, "
+                     f"{getattr(net, 'fallbacks', 0)} calls without one)")
     if model.compiled:
         parts.append(f"compiled ({model.compiled.shapes_mode} shapes)")
     return " + ".join(parts) or "eager"
@@ -229,7 +231,7 @@ def main(argv=None) -> None:
         if path == "compiled" and args.compile_ahead:
             start = time.perf_counter()
             model.compile_ahead(args.compile_cache, canvases=[(height, width)], brushes=counts, regions=layouts,
-                                shapes=args.compile_shapes)
+                                shapes=args.compile_shapes, tile_size=tile)
             print(f"  ahead of time: {model.packages.loaded} programs loaded, {model.packages.compiled} compiled "
                   f"({time.perf_counter() - start:.1f} s; process age {process_age():.1f} s)", flush=True)
         for n in counts:

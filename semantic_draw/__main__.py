@@ -42,13 +42,27 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile-shapes", choices=["dynamic", "static"], default="dynamic",
                    help="with --compile: one graph for every batch size of a canvas (dynamic, default) or one per "
                         "batch shape (static)")
+    g.add_argument("--compile-ahead", action="store_true",
+                   help="with --compile-cache: compile the network ahead of time for this palette's canvas, brush "
+                        "count and region layout, the programs kept in the folder; the next run loads them in "
+                        "seconds (nothing traced)")
 
 
-def load_model(args):
+def load_model(args, scene=None):
+    """The model the options name; with --compile-ahead, its programs for ``scene`` compiled or loaded."""
     from .model import SemanticDraw
-    return SemanticDraw.load(args.preset, model=args.model, family=args.family, loras=args.lora, device=args.device,
-                             dtype=args.dtype, compile=args.compile, compile_cache=args.compile_cache,
-                             compile_shapes=args.compile_shapes)
+    ahead = getattr(args, "compile_ahead", False)
+    if ahead and not args.compile_cache:
+        raise OptionError("--compile-ahead keeps its programs in the compile cache folder: give --compile-cache DIR.")
+    model = SemanticDraw.load(args.preset, model=args.model, family=args.family, loras=args.lora,
+                              device=args.device, dtype=args.dtype, compile=args.compile,
+                              compile_cache=args.compile_cache, compile_shapes=args.compile_shapes)
+    if ahead and scene is not None:
+        model.compile_ahead(args.compile_cache, canvases=[(scene.height, scene.width)], brushes=(len(scene.layers),),
+                            regions=(args.regions,), shapes=args.compile_shapes)
+        print(f"ahead of time: {model.packages.loaded} program(s) loaded, {model.packages.compiled} compiled",
+              file=sys.stderr)
+    return model
 
 
 def load_scene(args):
@@ -91,7 +105,7 @@ def cmd_generate(args) -> int:
     out = output_file(args.out)
     previews = None if not args.previews else make_folder(Path(args.previews), "--previews")
     scene = load_scene(args)
-    model = load_model(args)
+    model = load_model(args, scene)
     bar = None
 
     def progress(info):
@@ -120,7 +134,7 @@ def cmd_generate(args) -> int:
 def cmd_stream(args) -> int:
     out = make_folder(Path(args.out_dir), "--out-dir")
     scene = load_scene(args)
-    model = load_model(args)
+    model = load_model(args, scene)
     fps = 0.0
     with model.stream(scene, seed=args.seed, regions=args.regions) as session:
         for event in session.run(frames=args.frames, every_frame=True):

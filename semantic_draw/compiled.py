@@ -374,9 +374,10 @@ def _program(exported, run, regions: bool) -> Program:
 
 
 def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), dynamic: bool = True,
-                          regions=("latent", "attention")) -> AheadOfTime:
+                          regions=("latent", "attention"), tile_size: int | None = None) -> AheadOfTime:
     """Export and compile the network for the stream and one-shot shapes of ``canvases`` x ``brushes`` in the region
-    layouts ``regions`` (run this inside a spaces.GPU function). With ``dynamic`` one program per view shape and
+    layouts ``regions``, in views of ``tile_size`` (default: the model's), with ``spaces_module``'s ``aoti_capture``
+    and ``aoti_compile`` (on ZeroGPU the spaces package, inside a spaces.GPU function; elsewhere packages.py's). With ``dynamic`` one program per view shape and
     kind of call serves every batch size above 1 (so other brush counts on those canvases are served too; in the
     attention layout every number of prompt slots too); else one per captured shape. Installs the programs as the
     backbone's network and returns them. Called again (another layout, other canvases), it adds to the programs
@@ -399,7 +400,7 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
 
     backbone.net = capture
     try:
-        warm(model, canvases, brushes, regions)    # what a warm-up runs: a stream's frame kinds and a one-shot
+        warm(model, canvases, brushes, regions, tile_size=tile_size)   # a warm-up: a stream's frames, a one-shot
     finally:
         backbone.net = real
     # the smallest call not served yet, exported (with a dynamic batch: for as many sizes as the network allows),

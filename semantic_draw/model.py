@@ -165,18 +165,19 @@ class SemanticDraw:
         from .compiled import compiled_layer
         return compiled_layer(self.network)
 
-    def warm(self, canvases=None, brushes=(1, 3), regions=("latent",), progress=None) -> float:
+    def warm(self, canvases=None, brushes=(1, 3), regions=("latent",), progress=None,
+             tile_size: int | None = None) -> float:
         """Compile the shapes of streams and one-shots before anyone waits for them: for each canvas (height,
         width; default the native size), brush count and region layout, three stream frames (the filling one, a
-        steady one and one after an edit, as while someone paints) and one generate. ``progress(done, total, what)``
-        after each. Returns the seconds it took."""
+        steady one and one after an edit, as while someone paints) and one generate, in views of ``tile_size``
+        (default: the model's). ``progress(done, total, what)`` after each. Returns the seconds it took."""
         from .warm import warm
-        return warm(self, canvases, brushes, regions, progress)
+        return warm(self, canvases, brushes, regions, progress, tile_size)
 
     def compile_ahead(self, folder: str, canvases=None, brushes=(1, 3), regions=("latent", "attention"),
-                      shapes: str = "dynamic"):
+                      shapes: str = "dynamic", tile_size: int | None = None):
         """Export the network and compile it ahead of time (AOTInductor) for the calls ``warm`` makes over
-        ``canvases`` x ``brushes`` x ``regions``, and keep the programs in ``folder`` (packages.py): a later process
+        ``canvases`` x ``brushes`` x ``regions`` (in views of ``tile_size``), and keep the programs in ``folder`` (packages.py): a later process
         loads them in milliseconds, where torch.compile would trace the network again before each graph. Programs
         already in the folder are loaded first, and only calls they do not serve are compiled (minutes on a GPU, as
         with torch.compile). With ``shapes="dynamic"`` a program serves every batch size of a canvas and every brush
@@ -200,7 +201,7 @@ class SemanticDraw:
                 self.backbone.net = AheadOfTime(real, saved)
         try:
             net = compile_ahead_of_time(self, packages, canvases, brushes, dynamic=shapes == "dynamic",
-                                        regions=regions)
+                                        regions=regions, tile_size=tile_size)
         except SemanticDrawError:
             raise
         except Exception as err:

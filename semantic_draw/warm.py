@@ -19,7 +19,7 @@ def warm_scene(height: int, width: int, brushes: int) -> Scene:
     return Scene(height, width, layers, Background("warm-up background"))
 
 
-def warm(model, canvases=None, brushes=(1, 3), regions=("latent",), progress=None) -> float:
+def warm(model, canvases=None, brushes=(1, 3), regions=("latent",), progress=None, tile_size=None) -> float:
     """See SemanticDraw.warm."""
     canvases = canvases or [(model.native_size, model.native_size)]
     if isinstance(regions, str):
@@ -30,7 +30,7 @@ def warm(model, canvases=None, brushes=(1, 3), regions=("latent",), progress=Non
     start = time.monotonic()
     for done, ((height, width), count, layout) in enumerate(jobs, 1):
         scene = warm_scene(height, width, count)
-        with model.stream(scene, seed=0, regions=layout) as session:
+        with model.stream(scene, seed=0, regions=layout, tile_size=tile_size) as session:
             session.next_frame(output="latent")     # the filling frame: one slot per call
             session.next_frame(output="latent")     # a steady frame: the slots in flight
             if count and width // count > 1:       # a painting frame (an edit: every slot again): the top
@@ -38,7 +38,7 @@ def warm(model, canvases=None, brushes=(1, 3), regions=("latent",), progress=Non
                 mask[:, -1] = False
                 session.edit_layer(count - 1, mask=mask)
                 session.next_frame(output="latent")
-        model.generate(scene, seed=0, regions=layout, output="latent")
+        model.generate(scene, seed=0, regions=layout, output="latent", tile_size=tile_size)
         if progress is not None:
             progress(done, len(jobs), f"{width}x{height}, {count} brush(es), {layout} regions")
     return time.monotonic() - start

@@ -95,3 +95,33 @@ def test_the_layouts_to_prepare_come_from_the_command_line(capsys):
     fastpath.prepare(models, "aoti", spaces_module=spaces, gpu=spaces.GPU, layouts=("latent",))
     net = models["tiny-sd15"].backbone.net
     assert len(spaces.durations) == 1 and {p.regions for ps in net.programs.values() for p in ps} == {False}
+
+
+def test_compile_ahead_prepares_every_model_and_layout_before_the_page_and_a_failure_stays_its_own(capsys):
+    import pytest
+
+    import app
+    from semantic_draw import ResourceError
+    with pytest.raises(SystemExit):
+        app.parse_args(["--compile-ahead"], environ={})               # its programs need a folder
+    assert "--compile-cache" in capsys.readouterr().err
+    assert app.parse_args(["--compile-ahead", "--compile-cache", "/tmp/c"], environ={}).compile_ahead
+    models = Models({name: SemanticDraw.from_preset(name) for name in ("tiny-sd15", "tiny-sd3")})
+    asked = []
+
+    def recorder(name, fails):
+        def compile_ahead(folder, canvases, brushes, regions):
+            asked.append((name, folder, canvases, brushes, regions))
+            if fails:
+                raise ResourceError("Could not compile the network ahead of time (export failed)")
+            models[name].packages = type("P", (), {"loaded": 2, "compiled": 0})()
+        return compile_ahead
+    models["tiny-sd15"].compile_ahead = recorder("tiny-sd15", True)
+    models["tiny-sd3"].compile_ahead = recorder("tiny-sd3", False)
+    done = fastpath.compile_ahead(models, "/tmp/c")
+    # the failing model is not asked again for its second layout; the other gets both, latent first
+    assert asked == [("tiny-sd15", "/tmp/c", [(128, 128)], (len(STARTER),), ("latent",)),
+                     ("tiny-sd3", "/tmp/c", [(128, 128)], (len(STARTER),), ("latent",)),
+                     ("tiny-sd3", "/tmp/c", [(128, 128)], (len(STARTER),), ("attention",))]
+    assert done["tiny-sd15"] == "latent: failed" and done["tiny-sd3"].startswith("latent in ")
+    assert "attention in " in done["tiny-sd3"]

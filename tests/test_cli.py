@@ -94,3 +94,20 @@ def test_the_package_installs_with_its_command(tmp_path):
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "semantic-draw = semantic_draw.__main__:main" in z.read(entry).decode()
     assert "semantic_draw/backbones/registry.py" in names and "semantic_draw/compiled.py" in names
+
+
+def test_compile_ahead_compiles_the_palettes_calls_once_and_loads_them_the_next_run(tmp_path, capsys):
+    base = ["generate", ASSET, "--preset", "tiny-sd3", "--height", "64", "--seed", "3"]
+    assert main(base + ["--compile-ahead", "--out", str(tmp_path / "x.png")]) == 2     # no folder for its programs
+    assert "--compile-cache" in capsys.readouterr().err
+    cache = str(tmp_path / "cache")
+    assert main(base + ["--out", str(tmp_path / "eager.png")]) == 0
+    assert main(base + ["--compile-ahead", "--compile-cache", cache, "--out", str(tmp_path / "first.png")]) == 0
+    first = capsys.readouterr().err
+    assert "0 program(s) loaded" in first and " 0 compiled" not in first
+    assert main(base + ["--compile-ahead", "--compile-cache", cache, "--out", str(tmp_path / "again.png")]) == 0
+    again = capsys.readouterr().err
+    assert "0 compiled" in again and "0 program(s) loaded" not in again
+    eager, *compiled = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("eager", "first", "again"))
+    for image in compiled:
+        assert np.abs(image - eager).max() <= 1            # the same picture, up to the rounding of a pixel value

@@ -19,8 +19,8 @@
 #                                        # by side; 8 brushes in the attention layout; Irworobongdo compiled
 #   bash bench/gpu_session.sh eighth     # first in line (2026-12-02; about 9 minutes): the attention layout's
 #                                        # batched processors, eager and compiled (one compile for every brush
-#                                        # count), SD1.5 1/3/8/16 brushes, SDXL 3/8, SD3 3 (its prompts 78 tokens)
-#   bash bench/gpu_session.sh ninth      # right after eighth, on the same warm machine (about 4 minutes): SD1.5
+#                                        # count), SD1.5 1/3/8/16 brushes, SDXL 3, SD3 3 (its prompts 78 tokens)
+#   bash bench/gpu_session.sh ninth      # right after eighth, on the same warm machine (about 5 minutes): SD1.5
 #                                        # 3 brushes compiled ahead of time (compile_ahead), cold with eager rows
 #                                        # beside it, then a new process on the programs' folder: time to the first
 #                                        # frame from process start, and the frame rate without CUDA graphs
@@ -89,10 +89,10 @@ if [ "${1:-first}" = seventh ]; then
 fi
 if [ "${1:-first}" = eighth ]; then
     export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
-    # the phase limits add up to 560 s, inside one 600 s device command with the install
+    # the phase limits add up to 490 s: one device command, and with ninth inside one lease's 15 minutes
     phase sd15-attention-1-3-8-16 210 python3 bench/stream.py --full-size --preset sd15 --layers 1,3,8,16 \
         --regions attention --frames 15 --oneshot-repeats 1 --compile --compile-shapes dynamic --painting
-    phase sdxl-attention-3-8 220 python3 bench/stream.py --full-size --preset sdxl --layers 3,8 \
+    phase sdxl-attention-3 150 python3 bench/stream.py --full-size --preset sdxl --layers 3 \
         --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
     phase sd3-attention-3 130 python3 bench/stream.py --full-size --preset sd3 --layers 3 \
         --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
@@ -100,10 +100,10 @@ if [ "${1:-first}" = eighth ]; then
 fi
 if [ "${1:-first}" = ninth ]; then
     export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
-    # the phase limits add up to 220 s: with eighth, inside one lease's 15 minutes
-    phase sd15-ahead-cold 170 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
+    # the phase limits add up to 300 s: with eighth, inside one lease's 15 minutes
+    phase sd15-ahead-cold 240 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
         --frames 20 --oneshot-repeats 1 --compile-ahead --compile-cache "$CACHE-ahead" --model-dir "$MODELS"
-    phase sd15-ahead-warm 50 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
+    phase sd15-ahead-warm 60 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
         --frames 20 --oneshot-repeats 1 --compile-ahead --compiled-only --compile-cache "$CACHE-ahead" \
         --model-dir "$MODELS"
     exit 0

@@ -70,7 +70,11 @@ class Compiled(Wrapper):
         self.mode, self.shapes_mode = mode, shapes
         net = torch.compile(backbone.denoiser, mode=mode, backend=backend,
                             dynamic=None if shapes == "dynamic" else False)
-        backbone.net = DynamicBatch(net) if shapes == "dynamic" else net
+        net = DynamicBatch(net) if shapes == "dynamic" else net
+        if isinstance(backbone.net, AheadOfTime):    # programs compiled ahead of time keep their calls
+            backbone.net.module = net
+        else:
+            backbone.net = net
 
     @property
     def buckets(self) -> tuple:
@@ -115,8 +119,12 @@ class Compiled(Wrapper):
         return any(self.kind((n, *view), regions) not in self.served for n in sizes)
 
     def uncompile(self) -> Denoiser:
-        """Back to eager: the module itself runs again; returns the inner denoiser."""
-        self.backbone.net = self.backbone.denoiser
+        """Back to eager: the module itself runs again (past any programs compiled ahead of time); returns the
+        inner denoiser."""
+        if isinstance(self.backbone.net, AheadOfTime):
+            self.backbone.net.module = self.backbone.denoiser
+        else:
+            self.backbone.net = self.backbone.denoiser
         return self.inner
 
 
@@ -193,14 +201,18 @@ def compile_decoders(backbone, backend: str = "inductor") -> list[str]:
     which ``dynamic=None`` turns into one dynamic graph after the second). Returns what was compiled. With torch's
     "aot_eager" debugging backend the decoders stay eager: its traced VAE decoder fails a memory-format check on a
     CPU (torch 2.13)."""
+    from .packages import DecoderPrograms
     done = []
     if backend == "aot_eager":
         return done
     for name, vae in (("vae", getattr(getattr(backbone, "pipe", None), "vae", None)),
                       ("tiny_vae", getattr(backbone, "tiny_vae", None))):
-        decoder = getattr(vae, "decoder", None)
+        holder, attr = vae, "decoder"
+        if isinstance(getattr(vae, "decoder", None), DecoderPrograms):   # programs compiled ahead of time: the
+            holder, attr = vae.decoder, "inner"                           # shapes they do not serve, compiled
+        decoder = getattr(holder, attr, None)
         if isinstance(decoder, torch.nn.Module) and not hasattr(decoder, "_orig_mod"):
-            vae.decoder = torch.compile(decoder, backend=backend, dynamic=None)
+            setattr(holder, attr, torch.compile(decoder, backend=backend, dynamic=None))
             done.append(name)
     return done
 

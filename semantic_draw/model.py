@@ -8,6 +8,7 @@ network), counted, and serialized by one lock.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from dataclasses import replace
@@ -30,6 +31,8 @@ from .options import (COMPILE_SHAPES, MAX_GUIDANCE, OUTPUTS, StepOptions, check_
 from .schedule import SamplerSettings, build_schedule
 from .shared_calls import CallPool, SharedCalls
 from .sharing import FairLock
+
+log = logging.getLogger("semantic_draw.model")
 
 ONE_CALL = 1 << 30  # batch size that keeps every item of a stream frame in one model call
 # every constructor passes them on
@@ -175,14 +178,15 @@ class SemanticDraw:
         return warm(self, canvases, brushes, regions, progress, tile_size)
 
     def compile_ahead(self, folder: str, canvases=None, brushes=(1, 3), regions=("latent", "attention"),
-                      shapes: str = "dynamic", tile_size: int | None = None):
+                      shapes: str = "dynamic", tile_size: int | None = None, decoders: bool = True):
         """Export the network and compile it ahead of time (AOTInductor) for the calls ``warm`` makes over
         ``canvases`` x ``brushes`` x ``regions`` (in views of ``tile_size``), and keep the programs in ``folder`` (packages.py): a later process
         loads them in milliseconds, where torch.compile would trace the network again before each graph. Programs
         already in the folder are loaded first, and only calls they do not serve are compiled (minutes on a GPU, as
         with torch.compile). With ``shapes="dynamic"`` a program serves every batch size of a canvas and every brush
-        count. Calls no program serves run as before: eager, or through torch.compile after ``compile``. Returns the
-        network (its ``programs``, and ``fallbacks``: the calls that found none)."""
+        count. Calls no program serves run as before: eager, or through torch.compile after ``compile``. With
+        ``decoders`` the VAE's and tiny VAE's decoders are compiled too, for a whole-canvas decode of each canvas.
+        Returns the network (its ``programs``, and ``fallbacks``: the calls that found none)."""
         from .compiled import AheadOfTime, check_compilable, compile_ahead_of_time
         from .packages import Packages
         if not isinstance(folder, (str, Path)) or not str(folder):
@@ -209,6 +213,14 @@ class SemanticDraw:
                                 "the model runs as before.") from err
         packages.save(net.programs)
         self.packages = packages
+        if decoders:
+            try:
+                with self._lock:
+                    packages.compile_decoders(canvases or [(self.native_size, self.native_size)])
+            except Exception as err:     # the network's programs stand; the decoders stay as they were
+                log.warning("the decoders were not compiled ahead of time (%s: %s)", type(err).__name__, err)
+            else:
+                packages.save(net.programs)
         return net
 
     # -- the parts the modes are made of -------------------------------------------------------------------------

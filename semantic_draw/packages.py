@@ -4,8 +4,10 @@ torch.compile's cache (compiled.py) keeps the code inductor generated, but a new
 with dynamo before each graph finds that code: seconds per graph for a full-size UNet, before the first frame. Here
 the network's calls are exported and compiled by AOTInductor instead, through the same path as on ZeroGPU
 (``compiled.compile_ahead_of_time``, which this module serves as its compiler), and every program is saved as a
-package without its weights, listed in an index with the inputs it takes. A later process loads the packages and
-hands them the module's own parameters (no copy): milliseconds a program, nothing traced.
+package without its weights, listed in an index with the inputs it takes. The VAE decoders get programs too, one
+per whole-canvas latent shape (``DecoderPrograms`` takes a decoder's place and runs the decoder as it was for
+other shapes). A later process loads the packages and hands them the modules' own parameters (no copy):
+milliseconds a program, nothing traced.
 
 The folder's name carries what a program depends on: torch's and diffusers' versions, the device, the network's
 family, size and dtype, and the source of ``backbones/`` (whose attention processors are traced into the programs).
@@ -24,6 +26,8 @@ from unittest import mock
 
 import torch
 
+from .backbones.common import TILE_ABOVE_PIXELS
+
 log = logging.getLogger("semantic_draw.packages")
 
 INDEX = "index.json"
@@ -32,8 +36,12 @@ INDEX = "index.json"
 def folder_key(backbone) -> str:
     """What the programs of ``backbone``'s network depend on, hashed."""
     import diffusers
-    dev = torch.cuda.get_device_name(backbone.device) if backbone.device.type == "cuda" else backbone.device.type
+    if backbone.device.type == "cuda":
+        dev = torch.cuda.get_device_name(backbone.device)
+    else:           # a CPU program's kernels use the vector instructions of the CPU they were compiled on
+        dev = f"{backbone.device.type}-{torch.backends.cpu.get_cpu_capability()}"
     params = sum(p.numel() for p in backbone.denoiser.parameters())
+    params = f"{params}/" + "/".join(str(sum(p.numel() for p in d.parameters())) for _, d in decoders(backbone))
     source = hashlib.sha1()
     for path in sorted((Path(__file__).parent / "backbones").glob("*.py")):
         source.update(path.read_bytes())
@@ -88,20 +96,25 @@ class Packages:
                     pass
         return capturing()
 
-    def aoti_compile(self, exported) -> Run:
-        """Compile an exported program to a package in the folder (weights left out) and load it."""
+    def aoti_compile(self, exported, module: torch.nn.Module | None = None) -> Run:
+        """Compile an exported program of ``module`` (default: the network) to a package in the folder (weights
+        left out) and load it with the module's parameters."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"program-{uuid.uuid4().hex[:12]}.pt2"
         tmp = path.with_suffix(".tmp.pt2")
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp),
-                                                 inductor_configs={"aot_inductor.package_constants_in_so": False})
-        tmp.replace(path)
+        try:
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp),
+                                                     inductor_configs={"aot_inductor.package_constants_in_so": False})
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self.compiled += 1
-        return self._load(path)
+        return self._load(path, module)
 
-    def _load(self, path: Path) -> Run:
+    def _load(self, path: Path, module: torch.nn.Module | None = None) -> Run:
+        """Load a package and hand it ``module``'s parameters (default: the network's)."""
         loaded = torch._inductor.aoti_load_package(str(path))
-        weights = self.backbone.denoiser.state_dict(keep_vars=True)
+        weights = (module if module is not None else self.backbone.denoiser).state_dict(keep_vars=True)
         names = loaded.get_constant_fqns()
         missing = [name for name in names if name not in weights]
         if missing:
@@ -109,14 +122,44 @@ class Packages:
         loaded.load_constants({name: weights[name] for name in names}, check_full_update=True, user_managed=True)
         return Run(loaded, path)
 
+    # -- the decoders ---------------------------------------------------------------------------------------------
+    def compile_decoders(self, canvases) -> int:
+        """The VAE's and the tiny VAE's decoders compiled ahead of time for a whole-canvas decode of each of
+        ``canvases`` (one latent; static shapes: a tiled decode of a large canvas keeps the decoder it had), unless
+        a program for that shape is there already. Returns how many were compiled."""
+        made = 0
+        for name, decoder in decoders(self.backbone):
+            ahead = install_decoder_programs(self.backbone, name)
+            for height, width in canvases:
+                if height * width > TILE_ABOVE_PIXELS:
+                    continue
+                latent = torch.zeros(1, self.backbone.latent_channels, height // self.backbone.vae_factor,
+                                     width // self.backbone.vae_factor)
+                with self.aoti_capture(ahead) as call:        # the decoder's input, as the VAE passes it
+                    self.backbone.decode(latent, tiny=name == "tiny_vae")
+                shape = tuple(call.args[0].shape) if call.args and not call.kwargs else None
+                if shape is None or shape in ahead.programs:
+                    continue
+                with torch.no_grad():
+                    exported = torch.export.export(decoder, call.args)
+                ahead.programs[shape] = self.aoti_compile(exported, decoder)
+                made += 1
+        return made
+
     # -- the index ------------------------------------------------------------------------------------------------
     def save(self, programs: dict) -> Path | None:
-        """Write the index of every program of ``programs`` (view shape -> Programs) that lives in this folder."""
+        """Write the index of every program of ``programs`` (view shape -> Programs) that lives in this folder, and
+        of the decoders' programs."""
         from torch.utils._pytree import treespec_dumps
         entries = [{"file": p.run.path.name, "view": list(view), "spec": treespec_dumps(p.spec),
                     "sizes": [[_size(s) for s in sizes] for sizes in p.sizes], "regions": p.regions}
                    for view, ps in programs.items() for p in ps
                    if isinstance(p.run, Run) and p.run.path.parent == self.folder]
+        for name, _ in decoders(self.backbone):
+            ahead = decoder_programs(self.backbone, name)
+            entries += [{"file": run.path.name, "decoder": name, "shape": list(shape)}
+                        for shape, run in (ahead.programs.items() if ahead is not None else ())
+                        if run.path.parent == self.folder]
         if not entries:
             return None
         index = self.folder / INDEX
@@ -135,18 +178,32 @@ class Packages:
             return {}
         try:
             entries = json.loads(index.read_text())
+            if not isinstance(entries, list):
+                raise ValueError("not a list of programs")
         except (OSError, ValueError) as err:
             log.warning("ignored the program index %s (%s)", index, err)
             return {}
         programs: dict[tuple, list] = {}
+        known = dict(decoders(self.backbone))
         for entry in entries:
             try:
-                run = self._load(self.folder / entry["file"])
+                if "decoder" in entry:        # a decoder's program: installed on that decoder at once
+                    name = entry["decoder"]
+                    if name not in known:
+                        raise KeyError(f"this model has no {name}")
+                    run = self._load(self.folder / Path(entry["file"]).name, known[name])
+                    install_decoder_programs(self.backbone, name).programs[tuple(entry["shape"])] = run
+                    self.loaded += 1
+                    continue
+                run = self._load(self.folder / Path(entry["file"]).name)
                 program = Program(run, treespec_loads(entry["spec"]),
                                   [tuple(_unsize(s) for s in sizes) for sizes in entry["sizes"]],
                                   bool(entry["regions"]))
             except Exception as err:     # a damaged or stale program costs only its own compile
-                log.warning("ignored the saved program %s (%s)", entry.get("file"), err)
+                log.warning("ignored the saved program %s (%s); its calls are compiled again", entry.get("file"),
+                            err)
+                if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                    (self.folder / Path(entry["file"]).name).unlink(missing_ok=True)
                 continue
             programs.setdefault(tuple(entry["view"]), []).append(program)
             self.loaded += 1
@@ -166,3 +223,52 @@ def _unsize(size):
     if isinstance(size, list):
         return size[0], math.inf if size[1] is None else size[1]
     return size
+
+
+# -- the decoders' programs ----------------------------------------------------------------------------------------
+def decoders(backbone) -> list[tuple[str, torch.nn.Module]]:
+    """("vae" | "tiny_vae", decoder network) of the backbone's VAEs, their eager modules (under any wrapper)."""
+    found = []
+    for name, vae in (("vae", getattr(getattr(backbone, "pipe", None), "vae", None)),
+                      ("tiny_vae", getattr(backbone, "tiny_vae", None))):
+        decoder = getattr(vae, "decoder", None)
+        while isinstance(decoder, DecoderPrograms) or hasattr(decoder, "_orig_mod"):
+            decoder = decoder.inner if isinstance(decoder, DecoderPrograms) else decoder._orig_mod
+        if isinstance(decoder, torch.nn.Module):
+            found.append((name, decoder))
+    return found
+
+
+class DecoderPrograms(torch.nn.Module):
+    """What a VAE's ``decoder`` becomes: programs by input shape, and ``inner`` (the decoder as it was: eager, or
+    torch.compile's) for any other input."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.programs: dict[tuple, Run] = {}
+        self.fallbacks = 0
+
+    def forward(self, sample, *args, **kwargs):
+        run = None if (args or kwargs) else self.programs.get(tuple(sample.shape))
+        if run is None:
+            self.fallbacks += 1
+            return self.inner(sample, *args, **kwargs)
+        return run(sample)
+
+
+def _vae(backbone, name: str):
+    return getattr(backbone, "tiny_vae", None) if name == "tiny_vae" else backbone.pipe.vae
+
+
+def decoder_programs(backbone, name: str) -> DecoderPrograms | None:
+    decoder = getattr(_vae(backbone, name), "decoder", None)
+    return decoder if isinstance(decoder, DecoderPrograms) else None
+
+
+def install_decoder_programs(backbone, name: str) -> DecoderPrograms:
+    """The DecoderPrograms of the ``name`` VAE, put in place of its decoder if it is not there yet."""
+    vae = _vae(backbone, name)
+    if not isinstance(vae.decoder, DecoderPrograms):
+        vae.decoder = DecoderPrograms(vae.decoder)
+    return vae.decoder

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from scenes import rect_scene
 from semantic_draw import OptionError, SemanticDraw
-from semantic_draw.packages import INDEX, Packages, folder_key
+from semantic_draw.packages import INDEX, DecoderPrograms, Packages, decoder_programs, folder_key
 
 CANVAS = [(64, 64)]
 
@@ -27,6 +28,17 @@ def outputs(model, scene):
     with model.stream(scene, seed=1) as session:
         got += [session.next_frame(output="latent") for _ in range(4)]
     return got
+
+
+def assert_same_pictures(model, eager, scene):
+    """A one-shot's picture (the VAE) and stream frames (the tiny VAE), up to the rounding of a pixel value."""
+    def pictures(m):
+        got = [m.generate(scene, seed=1)]
+        with m.stream(scene, seed=1) as session:
+            got += [session.next_frame() for _ in range(3)]
+        return [np.asarray(p).astype(int) for p in got]
+    for a, b in zip(pictures(model), pictures(eager), strict=True):
+        assert np.abs(a - b).max() <= 1
 
 
 def assert_same(got, want):
@@ -52,6 +64,11 @@ def test_programs_compiled_ahead_give_the_eager_images_at_other_brush_counts_too
     for scene in scenes():            # 2 brushes were never captured: the dynamic batch serves them
         assert_same(outputs(model, scene), outputs(eager, scene))
     assert net.fallbacks == 0
+    # the decoders too: one program each for the canvas's whole-picture decode, the same pictures
+    for name in ("vae", "tiny_vae"):
+        assert list(decoder_programs(model.backbone, name).programs) == [(1, 16, 8, 8)]
+    assert_same_pictures(model, eager, scenes()[1])
+    assert all(decoder_programs(model.backbone, name).fallbacks == 0 for name in ("vae", "tiny_vae"))
 
 
 def test_a_new_model_on_the_folder_loads_the_programs_and_compiles_nothing(folder):
@@ -69,8 +86,22 @@ def test_a_new_model_on_the_folder_loads_the_programs_and_compiles_nothing(folde
         for m in (model, eager):
             m.backbone.denoiser.proj_out.weight.mul_(0.5)
     assert_same(outputs(model, scenes()[0]), outputs(eager, scenes()[0]))
+    assert_same_pictures(model, eager, scenes()[0])
+    assert all(decoder_programs(model.backbone, name).fallbacks == 0 for name in ("vae", "tiny_vae"))
     model.generate(rect_scene(48, 48), seed=0)             # views of another size: no program, eager, counted
-    assert net.fallbacks > 0
+    assert net.fallbacks > 0 and decoder_programs(model.backbone, "vae").fallbacks > 0
+    # compiled afterwards too: the decoders' programs stay, what they do not serve goes through torch.compile
+    model.compile(backend="eager")
+    for name in ("vae", "tiny_vae"):
+        decoder = decoder_programs(model.backbone, name)
+        assert isinstance(decoder, DecoderPrograms) and hasattr(decoder.inner, "_orig_mod")
+    assert model.backbone.net is net and net.module is not model.backbone.denoiser
+    fallbacks = net.fallbacks
+    assert_same(outputs(model, scenes()[0]), outputs(eager, scenes()[0]))
+    assert net.fallbacks == fallbacks                       # the programs still serve their calls
+    model.generate(rect_scene(48, 48), seed=0)
+    model.compiled.uncompile()
+    assert model.backbone.net is net and net.module is model.backbone.denoiser
 
 
 def test_a_damaged_program_or_index_costs_only_a_compile(folder, tmp_path):
@@ -89,9 +120,11 @@ def test_a_damaged_program_or_index_costs_only_a_compile(folder, tmp_path):
     assert net.fallbacks == 0
     files = {entry["file"] for entry in json.loads((sub / INDEX).read_text())}
     assert damaged.name not in files and len(files) == first.packages.compiled   # the index lists the new one
-    (sub / INDEX).write_text("{not json")
+    assert not damaged.exists()                                                   # and the damaged file is gone
     again = SemanticDraw.from_preset("tiny-sd3")
-    assert Packages(copy, again.backbone).load() == {}
+    for text in ("{not json", "7", '[{"file": "nothing.pt2"}]'):
+        (sub / INDEX).write_text(text)
+        assert Packages(copy, again.backbone).load() == {}
 
 
 def test_the_folder_follows_what_the_programs_depend_on():

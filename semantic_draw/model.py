@@ -194,8 +194,10 @@ class SemanticDraw:
         check_choice(shapes, "compile_shapes", COMPILE_SHAPES)
         check_compilable(self.device)
         packages = Packages(folder, self.backbone)
+        if self.packages is not None and self.packages.folder == packages.folder:
+            packages = self.packages     # called again on the same folder: its programs are in place already
         with self._lock:
-            saved = packages.load()
+            saved = packages.load() if packages is not self.packages else {}
             if saved:
                 real = self.backbone.net
                 if isinstance(real, AheadOfTime):

@@ -160,6 +160,8 @@ class Packages:
             entries += [{"file": run.path.name, "decoder": name, "shape": list(shape)}
                         for shape, run in (ahead.programs.items() if ahead is not None else ())
                         if run.path.parent == self.folder]
+        unique = {entry["file"]: entry for entry in entries}     # a program listed once, however it was reached
+        entries = list(unique.values())
         if not entries:
             return None
         index = self.folder / INDEX
@@ -185,7 +187,11 @@ class Packages:
             return {}
         programs: dict[tuple, list] = {}
         known = dict(decoders(self.backbone))
+        seen = set()
         for entry in entries:
+            if isinstance(entry, dict) and entry.get("file") in seen:
+                continue
+            seen.add(entry.get("file") if isinstance(entry, dict) else None)
             try:
                 if "decoder" in entry:        # a decoder's program: installed on that decoder at once
                     name = entry["decoder"]

@@ -76,6 +76,12 @@ def test_a_new_model_on_the_folder_loads_the_programs_and_compiles_nothing(folde
     model = SemanticDraw.from_preset("tiny-sd3")
     net = model.compile_ahead(str(path), canvases=CANVAS, brushes=(1,), regions=("latent",))
     assert model.packages.compiled == 0 and model.packages.loaded == first.packages.compiled
+    programs = {view: list(ps) for view, ps in net.programs.items()}
+    again = model.compile_ahead(str(path), canvases=CANVAS, brushes=(1,), regions=("latent",))   # once more
+    assert again.programs == programs and model.packages.loaded == first.packages.compiled   # nothing twice
+    files = [entry["file"] for entry in json.loads((model.packages.folder / INDEX).read_text())]
+    assert len(files) == len(set(files)) == first.packages.compiled
+    net = again
     assert all(type(p.run).__name__ == "Run" for ps in net.programs.values() for p in ps)
     eager = SemanticDraw.from_preset("tiny-sd3")
     for scene in scenes():

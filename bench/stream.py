@@ -248,7 +248,7 @@ def main(argv=None) -> None:
                     print(f"  {path}, {n} brushes, {regions}, painting: {painted['fps']:.2f} frames/s", flush=True)
                 sync(model.device)
                 oneshot = f"; one-shot {row['oneshot']['time']:.3f} s" if row["oneshot"] else ""
-                print(f"  {path}, {n} brushes, {regions}: {row['fps']:.2f} frames/s, median "
+                print(f"  {row['path']}, {n} brushes, {regions}: {row['fps']:.2f} frames/s, median "
                       f"{1000 * row['median']:.1f} ms, first frames {row['first']:.1f} s{oneshot} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
     text = report(model, args, height, width, tile, rows)

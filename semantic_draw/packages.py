@@ -114,7 +114,8 @@ class Packages:
     def _load(self, path: Path, module: torch.nn.Module | None = None) -> Run:
         """Load a package and hand it ``module``'s parameters (default: the network's)."""
         loaded = torch._inductor.aoti_load_package(str(path))
-        weights = (module if module is not None else self.backbone.denoiser).state_dict(keep_vars=True)
+        module = module if module is not None else self.backbone.denoiser
+        weights = {**dict(module.named_parameters()), **dict(module.named_buffers())}   # non-persistent ones too
         names = loaded.get_constant_fqns()
         missing = [name for name in names if name not in weights]
         if missing:

@@ -55,6 +55,7 @@ class Compiled(Wrapper):
         check_choice(shapes, "compile shapes", COMPILE_SHAPES)
         check_compilable(backbone.device, backend)
         self.backbone, self.bucket_sizes = backbone, tuple(buckets)
+        cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()    # "~/.cache/..." as users write it
         self.compiles = 0                 # graphs compiled so far (each new shape of a call, and each recompile)
         self.shapes: list[tuple] = []     # the input shape of each compile
         self.served: set[tuple] = set()   # every kind of call run so far (``kind``): what needs no compile again

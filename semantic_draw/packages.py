@@ -67,7 +67,7 @@ class Packages:
 
     def __init__(self, folder: str | Path, backbone):
         self.backbone = backbone
-        self.folder = Path(folder) / f"programs-{backbone.family}-{folder_key(backbone)}"
+        self.folder = Path(folder).expanduser() / f"programs-{backbone.family}-{folder_key(backbone)}"
         self.compiled = 0            # programs compiled by this process
         self.loaded = 0              # programs loaded from the folder
 

@@ -141,6 +141,12 @@ def test_the_folder_follows_what_the_programs_depend_on():
     assert folder_key(half.backbone) != folder_key(sd3.backbone)
 
 
+def test_a_folder_under_home_is_written_as_users_write_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    packages = Packages("~/.cache/semantic-draw", SemanticDraw.from_preset("tiny-sd3").backbone)
+    assert packages.folder.parent == tmp_path / ".cache" / "semantic-draw"
+
+
 def test_compile_ahead_needs_a_folder():
     with pytest.raises(OptionError, match="compile_cache"):
         SemanticDraw.from_preset("tiny-sd3", compile_ahead=True)

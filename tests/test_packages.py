@@ -154,3 +154,27 @@ def test_compile_ahead_needs_a_folder():
         SemanticDraw.from_preset("tiny-sd3", compile_ahead="yes", compile_cache="/tmp/x")
     with pytest.raises(OptionError, match="folder"):
         SemanticDraw.from_preset("tiny-sd3").compile_ahead(None)
+
+
+def test_the_attention_layouts_programs_round_trip_through_the_folder(tmp_path):
+    """Its calls carry a region context (a registered dataclass in the program's input structure): saved in the
+    index, loaded by a new model, serving every brush count."""
+    first = SemanticDraw.from_preset("tiny-sd3")
+    first.compile_ahead(str(tmp_path), canvases=CANVAS, brushes=(1,), regions=("attention",), decoders=False)
+    assert first.packages.compiled >= 1
+    model, eager = SemanticDraw.from_preset("tiny-sd3"), SemanticDraw.from_preset("tiny-sd3")
+    net = model.compile_ahead(str(tmp_path), canvases=CANVAS, brushes=(1,), regions=("attention",), decoders=False)
+    assert model.packages.compiled == 0 and model.packages.loaded == first.packages.compiled
+    assert True in {p.regions for ps in net.programs.values() for p in ps}   # (and SD3's plain solo calls)
+    for k in (1, 3):
+        scene = rect_scene(64, 64, [(f"brush {i}", (0, 12 * i, 64, 12 * i + 20)) for i in range(k)],
+                           background_prompt="a table")
+        got = [model.generate(scene, seed=1, output="latent", regions="attention")]
+        want = [eager.generate(scene, seed=1, output="latent", regions="attention")]
+        with model.stream(scene, seed=1, regions="attention") as a, eager.stream(scene, seed=1,
+                                                                                regions="attention") as b:
+            for _ in range(3):
+                got.append(a.next_frame(output="latent"))
+                want.append(b.next_frame(output="latent"))
+        assert_same(got, want)
+    assert net.fallbacks == 0

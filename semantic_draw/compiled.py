@@ -321,9 +321,14 @@ class AheadOfTime:
             self.fallbacks += 1
             log.warning("no ahead-of-time program for a %scall of %s: %s (%d such calls)",
                         "region " if _regions(kwargs) is not None else "", _call_shape(args, kwargs),
-                        "eager" if isinstance(self.module, torch.nn.Module) else "torch.compile", self.fallbacks)
+                        "torch.compile" if _jit(self.module) else "eager", self.fallbacks)
             return self.module(*args, **kwargs)
         return program.run(*args, **kwargs)
+
+
+def _jit(module) -> bool:
+    """Whether ``module`` is the network through torch.compile (either shape mode) rather than the module itself."""
+    return isinstance(module, DynamicBatch) or hasattr(module, "_orig_mod")
 
 
 @dataclass
@@ -390,9 +395,10 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
                           regions=("latent", "attention"), tile_size: int | None = None) -> AheadOfTime:
     """Export and compile the network for the stream and one-shot shapes of ``canvases`` x ``brushes`` in the region
     layouts ``regions``, in views of ``tile_size`` (default: the model's), with ``spaces_module``'s ``aoti_capture``
-    and ``aoti_compile`` (on ZeroGPU the spaces package, inside a spaces.GPU function; elsewhere packages.py's). With ``dynamic`` one program per view shape and
-    kind of call serves every batch size above 1 (so other brush counts on those canvases are served too; in the
-    attention layout every number of prompt slots too); else one per captured shape. Installs the programs as the
+    and ``aoti_compile`` (on ZeroGPU the spaces package, inside a spaces.GPU function; elsewhere packages.py's).
+    With ``dynamic`` one program per view shape and kind of call serves every batch size above 1 (so other brush
+    counts on those canvases are served too; in the attention layout every number of prompt slots too); else one
+    per captured shape. Installs the programs as the
     backbone's network and returns them. Called again (another layout, other canvases), it adds to the programs
     already installed and exports only calls they do not serve."""
     from .warm import warm

@@ -180,13 +180,14 @@ class SemanticDraw:
     def compile_ahead(self, folder: str, canvases=None, brushes=(1, 3), regions=("latent", "attention"),
                       shapes: str = "dynamic", tile_size: int | None = None, decoders: bool = True):
         """Export the network and compile it ahead of time (AOTInductor) for the calls ``warm`` makes over
-        ``canvases`` x ``brushes`` x ``regions`` (in views of ``tile_size``), and keep the programs in ``folder`` (packages.py): a later process
-        loads them in milliseconds, where torch.compile would trace the network again before each graph. Programs
-        already in the folder are loaded first, and only calls they do not serve are compiled (minutes on a GPU, as
-        with torch.compile). With ``shapes="dynamic"`` a program serves every batch size of a canvas and every brush
-        count. Calls no program serves run as before: eager, or through torch.compile after ``compile``. With
-        ``decoders`` the VAE's and tiny VAE's decoders are compiled too, for a whole-canvas decode of each canvas.
-        Returns the network (its ``programs``, and ``fallbacks``: the calls that found none)."""
+        ``canvases`` x ``brushes`` x ``regions`` (in views of ``tile_size``), and keep the programs in ``folder``
+        (packages.py): a later process loads them in milliseconds, where torch.compile would trace the network again
+        before each graph. Programs already in the folder are loaded first, and only calls they do not serve are
+        compiled (minutes on a GPU, as with torch.compile). With ``shapes="dynamic"`` a program serves every batch
+        size of a canvas and every brush count. Calls no program serves run as before: eager, or through
+        torch.compile after ``compile``. With ``decoders`` the VAE's and tiny VAE's decoders are compiled too, for a
+        whole-canvas decode of each canvas. Returns the network (its ``programs``, and ``fallbacks``: the calls that
+        found none)."""
         from .compiled import AheadOfTime, check_compilable, compile_ahead_of_time
         from .packages import Packages
         if not isinstance(folder, (str, Path)) or not str(folder):

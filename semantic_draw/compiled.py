@@ -202,12 +202,11 @@ def compile_decoders(backbone, backend: str = "inductor") -> list[str]:
     which ``dynamic=None`` turns into one dynamic graph after the second). Returns what was compiled. With torch's
     "aot_eager" debugging backend the decoders stay eager: its traced VAE decoder fails a memory-format check on a
     CPU (torch 2.13)."""
-    from .packages import DecoderPrograms
+    from .packages import DecoderPrograms, vaes
     done = []
     if backend == "aot_eager":
         return done
-    for name, vae in (("vae", getattr(getattr(backbone, "pipe", None), "vae", None)),
-                      ("tiny_vae", getattr(backbone, "tiny_vae", None))):
+    for name, vae in vaes(backbone):
         holder, attr = vae, "decoder"
         if isinstance(getattr(vae, "decoder", None), DecoderPrograms):   # programs compiled ahead of time: the
             holder, attr = vae.decoder, "inner"                           # shapes they do not serve, compiled

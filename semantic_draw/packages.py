@@ -190,9 +190,10 @@ class Packages:
         known = dict(decoders(self.backbone))
         seen = set()
         for entry in entries:
-            if isinstance(entry, dict) and entry.get("file") in seen:
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or entry["file"] in seen:
+                log.warning("ignored an entry of the program index %s: %.80r", index, entry)
                 continue
-            seen.add(entry.get("file") if isinstance(entry, dict) else None)
+            seen.add(entry["file"])
             try:
                 if "decoder" in entry:        # a decoder's program: installed on that decoder at once
                     name = entry["decoder"]
@@ -207,10 +208,8 @@ class Packages:
                                   [tuple(_unsize(s) for s in sizes) for sizes in entry["sizes"]],
                                   bool(entry["regions"]))
             except Exception as err:     # a damaged or stale program costs only its own compile
-                log.warning("ignored the saved program %s (%s); its calls are compiled again", entry.get("file"),
-                            err)
-                if isinstance(entry, dict) and isinstance(entry.get("file"), str):
-                    (self.folder / Path(entry["file"]).name).unlink(missing_ok=True)
+                log.warning("ignored the saved program %s (%s); its calls are compiled again", entry["file"], err)
+                (self.folder / Path(entry["file"]).name).unlink(missing_ok=True)
                 continue
             programs.setdefault(tuple(entry["view"]), []).append(program)
             self.loaded += 1
@@ -233,11 +232,17 @@ def _unsize(size):
 
 
 # -- the decoders' programs ----------------------------------------------------------------------------------------
+def vaes(backbone) -> list[tuple[str, object]]:
+    """("vae" | "tiny_vae", the VAE) of each VAE the backbone has."""
+    found = [("vae", getattr(getattr(backbone, "pipe", None), "vae", None)),
+             ("tiny_vae", getattr(backbone, "tiny_vae", None))]
+    return [(name, vae) for name, vae in found if vae is not None]
+
+
 def decoders(backbone) -> list[tuple[str, torch.nn.Module]]:
     """("vae" | "tiny_vae", decoder network) of the backbone's VAEs, their eager modules (under any wrapper)."""
     found = []
-    for name, vae in (("vae", getattr(getattr(backbone, "pipe", None), "vae", None)),
-                      ("tiny_vae", getattr(backbone, "tiny_vae", None))):
+    for name, vae in vaes(backbone):
         decoder = getattr(vae, "decoder", None)
         while isinstance(decoder, DecoderPrograms) or hasattr(decoder, "_orig_mod"):
             decoder = decoder.inner if isinstance(decoder, DecoderPrograms) else decoder._orig_mod
@@ -265,7 +270,7 @@ class DecoderPrograms(torch.nn.Module):
 
 
 def _vae(backbone, name: str):
-    return getattr(backbone, "tiny_vae", None) if name == "tiny_vae" else backbone.pipe.vae
+    return dict(vaes(backbone)).get(name)
 
 
 def decoder_programs(backbone, name: str) -> DecoderPrograms | None:

@@ -128,7 +128,7 @@ def test_a_damaged_program_or_index_costs_only_a_compile(folder, tmp_path):
     assert damaged.name not in files and len(files) == first.packages.compiled   # the index lists the new one
     assert not damaged.exists()                                                   # and the damaged file is gone
     again = SemanticDraw.from_preset("tiny-sd3")
-    for text in ("{not json", "7", '[{"file": "nothing.pt2"}]'):
+    for text in ("{not json", "7", '[{"file": "nothing.pt2"}]', '["program.pt2", 3, {"file": 4}]'):
         (sub / INDEX).write_text(text)
         assert Packages(copy, again.backbone).load() == {}
 

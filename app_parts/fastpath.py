@@ -73,10 +73,10 @@ def prepare(models, mode: str | None, *, spaces_module=None, gpu=None,
                 continue
 
             def compile_model(name=name, canvases=canvases, brushes=brushes, layout=layout):
-                compile_ahead_of_time(models[name], spaces_module, canvases=canvases, brushes=brushes,
-                                      regions=layout)
-                log.info("%s: compiled ahead of time for %s, %s layout (every batch size of those views)", name,
-                         canvases, layout)
+                net = compile_ahead_of_time(models[name], spaces_module, canvases=canvases, brushes=brushes,
+                                            regions=layout)
+                log.info("%s: compiled ahead of time for %s, %s layout (every batch size of those views%s)", name,
+                         canvases, layout, f"; {len(net.failed)} kind(s) of call left eager" if net.failed else "")
             try:
                 (gpu or spaces_module.GPU)(duration=AOT_DURATION)(compile_model)()
             except Exception as err:   # that model keeps what it has (eager at first); the others go on
@@ -97,14 +97,15 @@ def compile_ahead(models, folder: str, layouts=("latent", "attention")) -> dict[
             continue
         model, start = models[name], time.monotonic()
         try:
-            model.compile_ahead(folder, canvases=canvases, brushes=brushes, regions=(layout,))
+            net = model.compile_ahead(folder, canvases=canvases, brushes=brushes, regions=(layout,))
         except SemanticDrawError as err:
             failed.add(name)
             log.warning("%s: ahead-of-time compilation of the %s layout failed (%s)", name, layout, err)
             done.setdefault(name, []).append(f"{layout}: failed")
             continue
-        packages = model.packages
-        done.setdefault(name, []).append(f"{layout} in {time.monotonic() - start:.0f} s")
+        packages, left = model.packages, getattr(net, "failed", ())
+        done.setdefault(name, []).append(f"{layout} in {time.monotonic() - start:.0f} s"
+                                         + (f" ({len(left)} kind(s) of call left as before)" if left else ""))
         log.info("%s: %s layout ahead of time: %d program(s) loaded, %d compiled so far", name, layout,
                  packages.loaded, packages.compiled)
     return {name: ", ".join(parts) for name, parts in done.items()}

@@ -60,8 +60,10 @@ def load_model(args, scene=None):
     if ahead and scene is not None:
         model.compile_ahead(args.compile_cache, canvases=[(scene.height, scene.width)], brushes=(len(scene.layers),),
                             regions=(args.regions,), shapes=args.compile_shapes)
-        print(f"ahead of time: {model.packages.loaded} program(s) loaded, {model.packages.compiled} compiled",
-              file=sys.stderr)
+        failed = model.backbone.net.failed
+        print(f"ahead of time: {model.packages.loaded} program(s) loaded, {model.packages.compiled} compiled"
+              + (f", {len(failed)} kind(s) of call could not be compiled and run as before ({failed[0]})"
+                 if failed else ""), file=sys.stderr)
     return model
 
 

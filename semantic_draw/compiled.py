@@ -302,9 +302,15 @@ class AheadOfTime:
     eager module, or torch.compile's when the model is compiled too; each such call logged and counted in
     ``fallbacks``)."""
 
-    def __init__(self, module, programs: dict[tuple, list["Program"]]):
+    def __init__(self, module, programs: dict[tuple, list["Program"]], failures: dict | None = None):
         self.module, self.programs = module, programs     # view shape -> the programs for calls of such views
         self.fallbacks = 0
+        self.failures = dict(failures or {})   # (call shape, region call?) -> why its export or compile failed
+
+    @property
+    def failed(self) -> list[str]:
+        """Why each kind of call that could not be compiled (and so runs on ``module``) failed."""
+        return list(self.failures.values())
 
     def program(self, args, kwargs) -> "Program | None":
         """The first program whose signature the call fits, or None."""
@@ -399,7 +405,8 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     counts on those canvases are served too; in the attention layout every number of prompt slots too); else one
     per captured shape. Installs the programs as the
     backbone's network and returns them. Called again (another layout, other canvases), it adds to the programs
-    already installed and exports only calls they do not serve."""
+    already installed and exports only calls they do not serve. A call that cannot be exported or compiled (out of
+    memory or disk, say) costs only itself: it runs as before, and ``failed`` of the result says why."""
     from .warm import warm
     backbone = model.backbone
     if not model.network.buckets:      # calls padded to one shape per canvas and brush count, as compiled ones are
@@ -422,23 +429,40 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
     finally:
         backbone.net = real
     # the smallest call not served yet, exported (with a dynamic batch: for as many sizes as the network allows),
-    # until every captured call is served
+    # until every captured call is served; a call whose export or compile fails is left to the module (its reason
+    # kept in ``failures``) and the others go on
+    failures = dict(real.failures) if isinstance(real, AheadOfTime) else {}
+    tried = set()
     for args, kwargs in sorted(captured.values(), key=lambda call: _call_shape(*call)[0]):
         shape = _call_shape(args, kwargs)
         view = shape[1:]
         spec, tensors = _inputs(args, kwargs)
-        if any(p.fits(spec, tensors) for p in programs.get(view, ())):
+        kind = "region " if _regions(kwargs) is not None else ""
+        key = (shape, bool(kind))
+        if key in tried or any(p.fits(spec, tensors) for p in programs.get(view, ())):
             continue
-        with spaces_module.aoti_capture(backbone.denoiser) as call:
-            backbone.denoiser(*args, **kwargs)
-        shapes = _dynamic_dims(backbone.denoiser, call.args, call.kwargs) if dynamic else None
-        exported = torch.export.export(backbone.denoiser, args=call.args, kwargs=call.kwargs, dynamic_shapes=shapes)
-        program = _program(exported, spaces_module.aoti_compile(exported), _regions(kwargs) is not None)
+        tried.add(key)
+        try:
+            with spaces_module.aoti_capture(backbone.denoiser) as call:
+                backbone.denoiser(*args, **kwargs)
+            shapes = _dynamic_dims(backbone.denoiser, call.args, call.kwargs) if dynamic else None
+            exported = torch.export.export(backbone.denoiser, args=call.args, kwargs=call.kwargs,
+                                           dynamic_shapes=shapes)
+            program = _program(exported, spaces_module.aoti_compile(exported), bool(kind))
+        except Exception as err:      # out of memory or disk, an export torch cannot make: this call only
+            failures[key] = f"{kind}calls of {shape}: {type(err).__name__}: {str(err).strip()[:300]}"
+            log.warning("could not compile the network ahead of time for %s; those calls run as before",
+                        failures[key])
+            continue
         programs.setdefault(view, []).append(program)
         log.info("compiled the network ahead of time for %scalls of views of %s, batches %s to %s",
-                 "region " if program.regions else "", view, *program.batches)
+                 kind, view, *program.batches)
+    for args, kwargs in captured.values():     # a failure of an earlier call that a program now serves is over
+        spec, tensors = _inputs(args, kwargs)
+        if any(p.fits(spec, tensors) for p in programs.get(_call_shape(args, kwargs)[1:], ())):
+            failures.pop((_call_shape(args, kwargs), _regions(kwargs) is not None), None)
     # calls no program serves go where they went before: the eager module, or torch.compile's (``Compiled``)
-    backbone.net = AheadOfTime(real.module if isinstance(real, AheadOfTime) else real, programs)
+    backbone.net = AheadOfTime(real.module if isinstance(real, AheadOfTime) else real, programs, failures)
     return backbone.net
 
 

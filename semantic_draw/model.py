@@ -186,8 +186,9 @@ class SemanticDraw:
         compiled (minutes on a GPU, as with torch.compile). With ``shapes="dynamic"`` a program serves every batch
         size of a canvas and every brush count. Calls no program serves run as before: eager, or through
         torch.compile after ``compile``. With ``decoders`` the VAE's and tiny VAE's decoders are compiled too, for a
-        whole-canvas decode of each canvas. Returns the network (its ``programs``, and ``fallbacks``: the calls that
-        found none)."""
+        whole-canvas decode of each canvas. Returns the network (its ``programs``; ``fallbacks``: the calls that
+        found none; ``failed``: why a kind of call could not be compiled, out of memory or disk say, which then runs
+        as before while the other programs are kept and saved)."""
         from .compiled import AheadOfTime, check_compilable, compile_ahead_of_time
         from .packages import Packages
         if not isinstance(folder, (str, Path)) or not str(folder):
@@ -200,12 +201,12 @@ class SemanticDraw:
         with self._lock:
             saved = packages.load() if packages is not self.packages else {}
             if saved:
-                real = self.backbone.net
+                real, failures = self.backbone.net, {}
                 if isinstance(real, AheadOfTime):
                     saved = {view: real.programs.get(view, []) + ps for view, ps in saved.items()} | {
                         view: ps for view, ps in real.programs.items() if view not in saved}
-                    real = real.module
-                self.backbone.net = AheadOfTime(real, saved)
+                    real, failures = real.module, real.failures
+                self.backbone.net = AheadOfTime(real, saved, failures)
         try:
             net = compile_ahead_of_time(self, packages, canvases, brushes, dynamic=shapes == "dynamic",
                                         regions=regions, tile_size=tile_size)

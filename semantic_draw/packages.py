@@ -141,16 +141,22 @@ class Packages:
                 shape = tuple(call.args[0].shape) if call.args and not call.kwargs else None
                 if shape is None or shape in ahead.programs:
                     continue
-                with torch.no_grad():
-                    exported = torch.export.export(decoder, call.args)
-                ahead.programs[shape] = self.aoti_compile(exported, decoder)
+                try:
+                    with torch.no_grad():
+                        exported = torch.export.export(decoder, call.args)
+                    ahead.programs[shape] = self.aoti_compile(exported, decoder)
+                except Exception as err:     # that decode stays as it was; the other decoders and shapes go on
+                    log.warning("the %s decoder was not compiled ahead of time for %s (%s: %.300s)", name, shape,
+                                type(err).__name__, err)
+                    continue
                 made += 1
         return made
 
     # -- the index ------------------------------------------------------------------------------------------------
     def save(self, programs: dict) -> Path | None:
         """Write the index of every program of ``programs`` (view shape -> Programs) that lives in this folder, and
-        of the decoders' programs."""
+        of the decoders' programs, keeping the entries another process listed meanwhile (whose files are there):
+        processes sharing a folder each add their programs, and a reader never sees half an index."""
         from torch.utils._pytree import treespec_dumps
         entries = [{"file": p.run.path.name, "view": list(view), "spec": treespec_dumps(p.spec),
                     "sizes": [[_size(s) for s in sizes] for sizes in p.sizes], "regions": p.regions}
@@ -161,15 +167,27 @@ class Packages:
             entries += [{"file": run.path.name, "decoder": name, "shape": list(shape)}
                         for shape, run in (ahead.programs.items() if ahead is not None else ())
                         if run.path.parent == self.folder]
-        unique = {entry["file"]: entry for entry in entries}     # a program listed once, however it was reached
+        index = self.folder / INDEX
+        unique = {entry["file"]: entry for entry in self._listed(index) + entries}   # each program listed once
         entries = list(unique.values())
         if not entries:
             return None
-        index = self.folder / INDEX
-        tmp = index.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=1))
-        tmp.replace(index)
+        tmp = index.with_name(f"{INDEX}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            tmp.write_text(json.dumps(entries, indent=1))
+            tmp.replace(index)
+        finally:
+            tmp.unlink(missing_ok=True)
         return index
+
+    def _listed(self, index: Path) -> list[dict]:
+        """The entries of the index on disk whose program files are there (none if it is missing or damaged)."""
+        try:
+            listed = json.loads(index.read_text())
+        except (OSError, ValueError):
+            return []
+        return [entry for entry in listed if isinstance(listed, list) and isinstance(entry, dict)
+                and isinstance(entry.get("file"), str) and (self.folder / Path(entry["file"]).name).is_file()]
 
     def load(self) -> dict:
         """The programs saved in the folder (view shape -> Programs), each handed the network's weights; an entry

@@ -111,3 +111,19 @@ def test_compile_ahead_compiles_the_palettes_calls_once_and_loads_them_the_next_
     eager, *compiled = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("eager", "first", "again"))
     for image in compiled:
         assert np.abs(image - eager).max() <= 1            # the same picture, up to the rounding of a pixel value
+
+
+def test_compile_ahead_that_cannot_compile_still_makes_the_picture(tmp_path, capsys, monkeypatch):
+    import torch
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_space)
+    base = ["generate", ASSET, "--preset", "tiny-sd3", "--height", "64", "--seed", "3"]
+    assert main(base + ["--out", str(tmp_path / "eager.png")]) == 0
+    assert main(base + ["--compile-ahead", "--compile-cache", str(tmp_path / "cache"),
+                        "--out", str(tmp_path / "ahead.png")]) == 0
+    err = capsys.readouterr().err
+    assert "could not be compiled and run as before" in err and "No space left on device" in err
+    eager, ahead = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("eager", "ahead"))
+    assert np.abs(ahead - eager).max() <= 1

@@ -408,6 +408,39 @@ def test_zero_gpu_serves_the_attention_layout_at_every_brush_count_from_the_prog
     assert len(again.programs) > len(before)
 
 
+def test_a_call_that_cannot_be_compiled_ahead_costs_only_itself():
+    """One kind of call whose compile fails (out of memory or disk, say) runs as before; the others get their
+    programs, and the result says which failed and why."""
+    from semantic_draw import compiled
+
+    class RegionsFail(StandInSpaces):
+        full = True
+
+        def aoti_compile(self, exported):
+            if self.full and "Regions" in str(exported.call_spec.in_spec):      # an attention-layout call's program
+                raise OSError("No space left on device")
+            return super().aoti_compile(exported)
+    spaces = RegionsFail()
+    model, eager = SemanticDraw.from_preset("tiny-sd15"), SemanticDraw.from_preset("tiny-sd15")
+    net = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,))
+    assert net.failed and all("region calls" in why and "No space left" in why for why in net.failed)
+    assert {p.regions for ps in net.programs.values() for p in ps} == {False}      # the plain calls' programs
+    scene = one_brush()
+    torch.testing.assert_close(model.generate(scene, seed=0, output="latent"),
+                               eager.generate(scene, seed=0, output="latent"), rtol=1e-4, atol=1e-4)
+    assert net.fallbacks == 0
+    torch.testing.assert_close(model.generate(scene, seed=0, output="latent", regions="attention"),
+                               eager.generate(scene, seed=0, output="latent", regions="attention"),
+                               rtol=1e-4, atol=1e-4)
+    assert net.fallbacks > 0                          # the failed kind of call: the eager module, counted
+    spaces.full = False                               # room again: called once more, it compiles what failed
+    again = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64)], brushes=(1,))
+    assert not again.failed and {p.regions for ps in again.programs.values() for p in ps} == {False, True}
+    again.fallbacks = 0
+    model.generate(scene, seed=0, output="latent", regions="attention")
+    assert again.fallbacks == 0
+
+
 def test_zero_gpu_exports_another_program_past_a_batch_size_where_the_network_branches():
     from semantic_draw import compiled
     from semantic_draw.warm import warm_scene

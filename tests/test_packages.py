@@ -178,3 +178,50 @@ def test_the_attention_layouts_programs_round_trip_through_the_folder(tmp_path):
                 want.append(b.next_frame(output="latent"))
         assert_same(got, want)
     assert net.fallbacks == 0
+
+
+def test_processes_sharing_a_folder_each_add_their_programs_to_the_index(tmp_path):
+    """An index is written whole (a file of its own, then renamed) and keeps what another process listed meanwhile,
+    as long as that program's file is there."""
+    from torch.utils._pytree import tree_flatten
+    from semantic_draw.compiled import Program
+    from semantic_draw.packages import Run
+    backbone = SemanticDraw.from_preset("tiny-sd3").backbone
+    one, other = Packages(tmp_path, backbone), Packages(tmp_path, backbone)
+    one.folder.mkdir(parents=True)
+    spec = tree_flatten(((torch.zeros(2, 16, 8, 8),), {}))[1]
+
+    def program(name):
+        (one.folder / name).write_bytes(b"a program")
+        return {(16, 8, 8): [Program(Run(None, one.folder / name), spec, [((2, 63), 16, 8, 8)])]}
+
+    def listed():
+        return [entry["file"] for entry in json.loads((one.folder / INDEX).read_text())]
+    one.save(program("program-a.pt2"))
+    other.save(program("program-b.pt2"))
+    assert sorted(listed()) == ["program-a.pt2", "program-b.pt2"]
+    one.save(program("program-a.pt2"))                       # saved again: still listed once, b kept
+    assert sorted(listed()) == ["program-a.pt2", "program-b.pt2"]
+    (one.folder / "program-b.pt2").unlink()                  # a program deleted (damaged, say): dropped
+    one.save(program("program-a.pt2"))
+    assert listed() == ["program-a.pt2"]
+    assert not list(one.folder.glob("*.tmp"))
+    loaded = Packages(tmp_path, backbone)
+    assert loaded._listed(one.folder / INDEX)[0]["sizes"] == [[[2, 63], 16, 8, 8]]
+
+
+def test_programs_that_cannot_be_compiled_leave_the_model_as_it_was(tmp_path, monkeypatch):
+    """Out of disk space while compiling, every program: compile_ahead says so and returns; the calls and the
+    decodes run eager, giving the same images; no file is left behind."""
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", no_space)
+    model, eager = SemanticDraw.from_preset("tiny-sd3"), SemanticDraw.from_preset("tiny-sd3")
+    net = model.compile_ahead(str(tmp_path), canvases=CANVAS, brushes=(1,), regions=("latent",))
+    assert net.failed and all("No space left on device" in why for why in net.failed)
+    assert not net.programs and model.packages.compiled == 0
+    scene = scenes()[1]
+    assert_same(outputs(model, scene), outputs(eager, scene))
+    assert_same_pictures(model, eager, scene)
+    assert net.fallbacks > 0
+    assert not [f for f in tmp_path.rglob("*") if f.is_file()]      # no program, no half-written file, no index

@@ -59,6 +59,7 @@ class Compiled(Wrapper):
         self.compiles = 0                 # graphs compiled so far (each new shape of a call, and each recompile)
         self.shapes: list[tuple] = []     # the input shape of each compile
         self.served: set[tuple] = set()   # every kind of call run so far (``kind``): what needs no compile again
+        self.failures: dict[tuple, str] = {}   # kind -> why torch.compile failed for it (those calls run eager)
         self.cache = None if cache_dir is None else cache_prefix(cache_dir, backbone)
         if cache_dir is not None:     # process-wide: inductor reads it at each compile
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir).resolve() / "inductor")
@@ -82,6 +83,9 @@ class Compiled(Wrapper):
         return self.bucket_sizes
 
     def predict(self, views: Views) -> torch.Tensor:
+        kind = self.kind(views.x.shape, views.regions is not None)
+        if kind in self.failures:
+            return self._eager(views)
         before = _graphs()
         graphs = self.mode == "reduce-overhead"
         try:
@@ -94,7 +98,12 @@ class Compiled(Wrapper):
             raise ResourceError(f"The compiled network met more batch shapes than its limit "
                                 f"({torch._dynamo.config.recompile_limit}); load the model without compile or "
                                 "with fewer canvas sizes in use.") from err
-        self.served.add(self.kind(views.x.shape, views.regions is not None))
+        except compile_failed() as err:    # a compiler crash for this kind of call: eager from now on, said loudly
+            self.failures[kind] = compile_error(err)
+            log.warning("torch.compile failed for a batch of %s (%s); calls of that kind run eager from now on",
+                        tuple(views.x.shape), self.failures[kind])
+            return self._eager(views)
+        self.served.add(kind)
         new = _graphs() - before
         if new:
             self.compiles += new
@@ -103,6 +112,18 @@ class Compiled(Wrapper):
                      self.compiles)
             save_cache(self.cache)
         return out
+
+    def _eager(self, views: Views) -> torch.Tensor:
+        """The call on the eager module (past torch.compile's graphs; programs compiled ahead of time still serve
+        theirs). Runs under the model's lock, as every network call does."""
+        net = self.backbone.net
+        holder, attr = (net, "module") if isinstance(net, AheadOfTime) else (self.backbone, "net")
+        compiled = getattr(holder, attr)
+        setattr(holder, attr, self.backbone.denoiser)
+        try:
+            return self.inner.predict(views)
+        finally:
+            setattr(holder, attr, compiled)
 
     def kind(self, shape: tuple, regions: bool) -> tuple:
         """What decides whether a call of input ``shape`` [N, C, h, w] finds a graph: its view size, its region
@@ -128,6 +149,19 @@ class Compiled(Wrapper):
             self.backbone.net = self.backbone.denoiser
         return self.inner
 
+
+def compile_error(err: Exception) -> str:
+    """A compiler failure in a line: the error the compiler raised (torch's wrapper adds only advice)."""
+    inner = getattr(err, "inner_exception", None) or err
+    text = " ".join(str(inner).split())
+    return f"{type(inner).__name__}: {text[:300]}"
+
+
+def compile_failed() -> tuple:
+    """What torch raises when a compiler fails (not the network): the backend's error, or inductor's own."""
+    import torch._dynamo.exc
+    import torch._inductor.exc
+    return torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError
 
 # Batch sizes from which a dynamic graph's code takes another path, so that torch compiles another graph: 2 (torch
 # specializes sizes 0 and 1), 64 (diffusers' upsampler interpolates batches of 64 and more in chunks) and, on a CPU,
@@ -212,9 +246,31 @@ def compile_decoders(backbone, backend: str = "inductor") -> list[str]:
             holder, attr = vae.decoder, "inner"                           # shapes they do not serve, compiled
         decoder = getattr(holder, attr, None)
         if isinstance(decoder, torch.nn.Module) and not hasattr(decoder, "_orig_mod"):
-            setattr(holder, attr, torch.compile(decoder, backend=backend, dynamic=None))
+            setattr(holder, attr, CompiledDecoder(decoder, backend))
             done.append(name)
     return done
+
+
+class CompiledDecoder(torch.nn.Module):
+    """A VAE decoder through torch.compile (``_orig_mod``: the decoder itself, as torch's own wrapper names it);
+    an input shape whose compile fails decodes eager from then on, logged and kept in ``failures``."""
+
+    def __init__(self, decoder: torch.nn.Module, backend: str):
+        super().__init__()
+        self._orig_mod = decoder
+        object.__setattr__(self, "compiled", torch.compile(decoder, backend=backend, dynamic=None))  # no 2nd copy
+        self.failures: dict[tuple, str] = {}
+
+    def forward(self, sample, *args, **kwargs):
+        shape = tuple(sample.shape)
+        if shape not in self.failures:
+            try:
+                return self.compiled(sample, *args, **kwargs)
+            except compile_failed() as err:
+                self.failures[shape] = compile_error(err)
+                log.warning("torch.compile failed for a decode of %s (%s); that shape decodes eager from now on",
+                            shape, self.failures[shape])
+        return self._orig_mod(sample, *args, **kwargs)
 
 
 def check_compilable(device: torch.device, backend: str = "inductor") -> None:

@@ -162,12 +162,14 @@ class StreamSession:
     def stats(self) -> dict:
         """What the stream costs: frames so far, and the network calls, items (views; a CFG view counts twice) and
         seconds of the last frame, with the region layout that set them; for a compiled network the graphs it has
-        compiled (the model's, every session's together) and those the last frame compiled (None / 0 when eager)."""
+        compiled (the model's, every session's together), those the last frame compiled, and the kinds of call
+        torch.compile failed on, which run eager (None / 0 when eager)."""
         with self._lock:
             return {"frames": self.frames, "calls_last_frame": self._last["calls"],
                     "items_last_frame": self._last["items"], "seconds_last_frame": self._last["seconds"],
                     "graphs_compiled": None if self._compiled is None else self._compiled.compiles,
                     "graphs_compiled_last_frame": self._last["graphs"],
+                    "compile_failures": None if self._compiled is None else len(self._compiled.failures),
                     "regions": self.builder.layout, "slots": self.schedule.steps, "layers": len(self.scene.layers)}
 
     @out_of_memory_is_a_resource_error("Try a smaller canvas, fewer brushes, or the attention region layout.")

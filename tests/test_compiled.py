@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -406,6 +407,39 @@ def test_zero_gpu_serves_the_attention_layout_at_every_brush_count_from_the_prog
     again = compiled.compile_ahead_of_time(model, spaces, canvases=[(64, 64), (48, 48)], brushes=(1,))
     assert all(p in again.programs[view] for view, ps in before.items() for p in ps)
     assert len(again.programs) > len(before)
+
+
+def test_a_compiler_that_fails_leaves_those_calls_eager_and_says_so(fresh_dynamo):
+    """torch.compile's compiler crashing (out of GPU shared memory, say) on a kind of call: that kind runs eager
+    from then on, logged and counted in the stream's stats, instead of every frame failing (and compiling again)."""
+    tries = []
+
+    def failing(gm, inputs):
+        tries.append(1)
+        raise RuntimeError("out of shared memory")
+    model = SemanticDraw.from_preset("tiny-sd15").compile(backend=failing)
+    eager = SemanticDraw.from_preset("tiny-sd15")
+    scene = one_brush()
+    torch.testing.assert_close(model.generate(scene, seed=0, output="latent"),
+                               eager.generate(scene, seed=0, output="latent"), rtol=1e-5, atol=1e-5)
+    failures = dict(model.compiled.failures)
+    assert failures and all("out of shared memory" in why for why in failures.values())
+    assert model.compiled.compiles == 0
+    with model.stream(scene, seed=0) as session, eager.stream(scene, seed=0) as want:
+        for _ in range(3):
+            a, b = np.asarray(session.next_frame()), np.asarray(want.next_frame())    # the tiny VAE's decode too
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+        assert session.stats()["compile_failures"] == len(model.compiled.failures) >= len(failures)
+    assert model.backbone.tiny_vae.decoder.failures                     # the decoders' compiles failed as well
+    a, b = np.asarray(model.generate(scene, seed=0)), np.asarray(eager.generate(scene, seed=0))
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1 and model.backbone.pipe.vae.decoder.failures
+    tried = len(tries)
+    model.generate(scene, seed=0)
+    with model.stream(scene, seed=0) as session:
+        session.next_frame()
+    assert len(tries) == tried                        # nothing is compiled again for what failed once
+    with eager.stream(scene, seed=0) as session:
+        assert session.stats()["compile_failures"] is None
 
 
 def test_a_call_that_cannot_be_compiled_ahead_costs_only_itself():

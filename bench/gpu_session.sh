@@ -84,7 +84,7 @@ if [ "${1:-first}" = seventh ]; then
         --regions attention --frames 20 --oneshot-repeats 0 --compile --compiled-only --compile-shapes dynamic \
         --painting --model-dir "$MODELS"
     phase irworobongdo-compiled-dynamic 150 python3 bench/methods.py --full-size --preset sd15 \
-        --methods semanticdraw --repeats 3 --compile --model-dir "$MODELS"
+        --methods semanticdraw --regions latent,attention --repeats 3 --compile --model-dir "$MODELS"
     exit 0
 fi
 if [ "${1:-first}" = eighth ]; then

@@ -24,6 +24,7 @@ from semantic_draw import METHODS, Scene  # noqa: E402
 from semantic_draw.compiled import FixedShapes  # noqa: E402
 from semantic_draw.denoiser import Wrapper  # noqa: E402
 from semantic_draw.oneshot import method_settings  # noqa: E402
+from semantic_draw.plan import LAYOUTS  # noqa: E402
 from semantic_draw.presets import get_preset  # noqa: E402
 from semantic_draw.sizes import keep_aspect  # noqa: E402
 
@@ -39,6 +40,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per method first")
     parser.add_argument("--batch-size", type=int, default=16, help="most items per model call")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--regions", default="latent",
+                        help="region layouts semanticdraw runs in, comma-separated (latent, attention): a row each")
     add_compile_args(parser, "after the eager rows, semanticdraw again with the network and decoders compiled "
                              "(its warm-up runs compile)")
     parser.add_argument("--count-only", action="store_true",
@@ -84,8 +87,8 @@ def scaled_scene(original: Scene, height: int, width: int) -> Scene:
     return replace(scene, layers=[replace(layer, mask_blur=layer.mask_blur * factor) for layer in scene.layers])
 
 
-def run_method(model, scene: Scene, method: str, args, tile: int | None) -> dict:
-    kwargs = dict(seed=args.seed, method=method, batch_size=args.batch_size, tile_size=tile)
+def run_method(model, scene: Scene, method: str, args, tile: int | None, regions: str = "latent") -> dict:
+    kwargs = dict(seed=args.seed, method=method, batch_size=args.batch_size, tile_size=tile, regions=regions)
     with clocked(model) as clock:
         for _ in range(args.warmup):
             model.generate(scene, **kwargs)
@@ -99,7 +102,8 @@ def run_method(model, scene: Scene, method: str, args, tile: int | None) -> dict
             inside.append(clock.take("model")["model"] / seconds)
             peaks.append(mem.mib)
     sampler, steps, guidance = describe(model, method)
-    return dict(method=method, sampler=sampler, steps=steps, guidance=guidance,
+    label = method if regions == "latent" else f"{method} ({regions} regions)"
+    return dict(method=label, sampler=sampler, steps=steps, guidance=guidance,
                 time=median(times), min=min(times), max=max(times), calls=model.calls, items=model.items,
                 inside=median(inside), peak=max(peaks), memory_method=mem.method, image=image,
                 padded=padded_items(model, scene, kwargs) if args.count_only else None)
@@ -174,6 +178,9 @@ def main(argv=None) -> None:
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise SystemExit(f"Unknown method(s) {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}.")
+    layouts = [r.strip() for r in args.regions.split(",") if r.strip()]
+    if not layouts or set(layouts) - set(LAYOUTS) or len(set(layouts)) < len(layouts):
+        raise SystemExit(f"--regions takes one or more of {', '.join(LAYOUTS)}, comma-separated.")
     model = build_model(args)
     original = Scene.load(args.scene)
     height, width = canvas(args, original, model.size_multiple)
@@ -183,14 +190,17 @@ def main(argv=None) -> None:
           f"{real_preset(args).name}", flush=True)
     rows = []
     for method in methods:
-        rows.append(run_method(model, scene, method, args, tile))
-        r = rows[-1]
-        print(f"  {method}: {r['time']:.3f} s, {r['calls']} calls, {r['items']} evals", flush=True)
+        for regions in layouts if method == "semanticdraw" else ["latent"]:
+            rows.append(run_method(model, scene, method, args, tile, regions))
+            r = rows[-1]
+            print(f"  {r['method']}: {r['time']:.3f} s, {r['calls']} calls, {r['items']} evals", flush=True)
     if args.compile and "semanticdraw" in methods and not args.count_only:
         model.compile(cache_dir=args.compile_cache, shapes=args.compile_shapes)   # warm-up runs compile
-        rows.append(run_method(model, scene, "semanticdraw", args, tile))
-        rows[-1]["method"] = f"semanticdraw (compiled, {args.compile_shapes} shapes)"
-        print(f"  semanticdraw, compiled: {rows[-1]['time']:.3f} s", flush=True)
+        for regions in layouts:
+            rows.append(run_method(model, scene, "semanticdraw", args, tile, regions))
+            where = "" if regions == "latent" else f", {regions} regions"
+            rows[-1]["method"] = f"semanticdraw (compiled, {args.compile_shapes} shapes{where})"
+            print(f"  {rows[-1]['method']}: {rows[-1]['time']:.3f} s", flush=True)
     text = report(model, args, scene, rows, tile)
     print("\n" + text)
     if args.count_only:

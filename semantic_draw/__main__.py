@@ -58,9 +58,9 @@ def load_model(args, scene=None):
                               device=args.device, dtype=args.dtype, compile=args.compile,
                               compile_cache=args.compile_cache, compile_shapes=args.compile_shapes)
     if ahead and scene is not None:
-        model.compile_ahead(args.compile_cache, canvases=[(scene.height, scene.width)], brushes=(len(scene.layers),),
-                            regions=(args.regions,), shapes=args.compile_shapes)
-        failed = model.backbone.net.failed
+        net = model.compile_ahead(args.compile_cache, canvases=[(scene.height, scene.width)],
+                                  brushes=(len(scene.layers),), regions=(args.regions,), shapes=args.compile_shapes)
+        failed = net.failed
         print(f"ahead of time: {model.packages.loaded} program(s) loaded, {model.packages.compiled} compiled"
               + (f", {len(failed)} kind(s) of call could not be compiled and run as before ({failed[0]})"
                  if failed else ""), file=sys.stderr)

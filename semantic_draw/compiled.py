@@ -151,7 +151,7 @@ class Compiled(Wrapper):
 
 
 def compile_error(err: Exception) -> str:
-    """A compiler failure in a line: the error the compiler raised (torch's wrapper adds only advice)."""
+    """A compile failure in a line: the error the compiler raised (torch's wrapper adds only advice), or ``err``."""
     inner = getattr(err, "inner_exception", None) or err
     text = " ".join(str(inner).split())
     return f"{type(inner).__name__}: {text[:300]}"
@@ -506,7 +506,7 @@ def compile_ahead_of_time(model, spaces_module, canvases=None, brushes=(1, 3), d
                                            dynamic_shapes=shapes)
             program = _program(exported, spaces_module.aoti_compile(exported), bool(kind))
         except Exception as err:      # out of memory or disk, an export torch cannot make: this call only
-            failures[key] = f"{kind}calls of {shape}: {type(err).__name__}: {str(err).strip()[:300]}"
+            failures[key] = f"{kind}calls of {shape}: {compile_error(err)}"
             log.warning("could not compile the network ahead of time for %s; those calls run as before",
                         failures[key])
             continue

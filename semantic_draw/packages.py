@@ -146,8 +146,9 @@ class Packages:
                         exported = torch.export.export(decoder, call.args)
                     ahead.programs[shape] = self.aoti_compile(exported, decoder)
                 except Exception as err:     # that decode stays as it was; the other decoders and shapes go on
-                    log.warning("the %s decoder was not compiled ahead of time for %s (%s: %.300s)", name, shape,
-                                type(err).__name__, err)
+                    from .compiled import compile_error
+                    log.warning("the %s decoder was not compiled ahead of time for %s (%s)", name, shape,
+                                compile_error(err))
                     continue
                 made += 1
         return made
@@ -186,8 +187,10 @@ class Packages:
             listed = json.loads(index.read_text())
         except (OSError, ValueError):
             return []
-        return [entry for entry in listed if isinstance(listed, list) and isinstance(entry, dict)
-                and isinstance(entry.get("file"), str) and (self.folder / Path(entry["file"]).name).is_file()]
+        if not isinstance(listed, list):
+            return []
+        return [entry for entry in listed
+                if _entry(entry) and (self.folder / Path(entry["file"]).name).is_file()]
 
     def load(self) -> dict:
         """The programs saved in the folder (view shape -> Programs), each handed the network's weights; an entry
@@ -208,7 +211,7 @@ class Packages:
         known = dict(decoders(self.backbone))
         seen = set()
         for entry in entries:
-            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or entry["file"] in seen:
+            if not _entry(entry) or entry["file"] in seen:
                 log.warning("ignored an entry of the program index %s: %.80r", index, entry)
                 continue
             seen.add(entry["file"])
@@ -234,6 +237,11 @@ class Packages:
         if self.loaded:
             log.info("loaded %d ahead-of-time program(s) from %s", self.loaded, self.folder)
         return programs
+
+
+def _entry(entry) -> bool:
+    """Whether an index entry has the form of one: an object naming its program's file."""
+    return isinstance(entry, dict) and isinstance(entry.get("file"), str)
 
 
 def _size(size):

@@ -38,9 +38,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None,
                         help="float16 / bfloat16 / float32 (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--model-dir", default=None, metavar="DIR",
-                        help="with --full-size: load the random-weight model from DIR/<family> as a diffusers folder "
-                             "through the library's loading code (a user's start-up), saving it there first when "
-                             "it is not there yet; without it the weights are drawn in the process")
+                        help="load the random-weight model (with --full-size the full-size one, else the tiny "
+                             "preset's) from DIR/<family> (DIR/tiny-<family>) as a diffusers folder through the "
+                             "library's loading code (a user's start-up), saving it there first when it is not there "
+                             "yet; without it the weights are drawn in the process")
     parser.add_argument("--height", type=int, default=None, help="canvas height in px")
     parser.add_argument("--width", type=int, default=None, help="canvas width in px")
     parser.add_argument("--tile-size", type=int, default=None, help="view size in px (passed through)")
@@ -68,23 +69,27 @@ def real_preset(args) -> Preset:
 
 def build_model(args) -> SemanticDraw:
     """The preset's model; --full-size: the real architecture with random weights; --count-only (methods.py): a tiny
-    model with the real preset's settings whose denoiser returns zeros (calls and evaluations are exact, times not).
+    model with the real preset's settings whose denoiser returns zeros (calls and evaluations are exact, times not);
+    --model-dir: either model (the full-size or the tiny one) saved to a folder once and loaded from it by the
+    library's loading code, as a user's model is.
     """
     if args.threads:
         torch.set_num_threads(args.threads)
     count_only = getattr(args, "count_only", False)
-    if not (args.full_size or count_only):
-        return SemanticDraw.from_preset(args.preset, device=args.device, dtype=args.dtype)
+    model_dir = getattr(args, "model_dir", None)
     preset = real_preset(args)
+    if not (args.full_size or count_only or model_dir):
+        return SemanticDraw.from_preset(args.preset, device=args.device, dtype=args.dtype)
     device, dtype = default_device_dtype(args.device, args.dtype)
+    size = "tiny" if preset.tiny else "full size"
     if count_only:
         from semantic_draw.tiny import build_tiny_pipeline
         pipe = build_tiny_pipeline(preset.family).to(device)
         pipe.tiny_vae.to(device)
         name = f"{preset.name} settings, tiny zero denoiser (counts only)"
-    elif getattr(args, "model_dir", None):
-        pipe = saved_full_pipeline(Path(args.model_dir), preset.family, device, dtype)
-        name = f"{preset.name} full size, random weights loaded from {args.model_dir}"
+    elif model_dir:
+        pipe = saved_pipeline(Path(model_dir), preset, device, dtype)
+        name = f"{preset.name} {size}, random weights loaded from {model_dir}"
     else:
         pipe = build_full_pipeline(preset.family, device=device, dtype=dtype)
         name = f"{preset.name} full size, random weights"
@@ -96,14 +101,19 @@ def build_model(args) -> SemanticDraw:
     return model
 
 
-def saved_full_pipeline(folder: Path, family: str, device, dtype):
-    """The family's full-size random-weight pipeline loaded from ``folder/<family>`` (diffusers layout, its tiny VAE
-    in ``folder/<family>-tiny-vae``) by semantic_draw.loading.load_pipeline, as a user's model folder is; built and
-    saved there first if missing."""
+def saved_pipeline(folder: Path, preset: Preset, device, dtype):
+    """The preset's random-weight pipeline (its family's full-size one, or for a tiny preset the tiny one) loaded
+    from ``folder/<family>`` (``tiny-<family>`` for a tiny preset; diffusers layout, its tiny VAE in
+    ``...-tiny-vae``) by semantic_draw.loading.load_pipeline, as a user's model folder is; built and saved there
+    first if missing."""
     from semantic_draw.loading import load_pipeline
-    where, tiny = folder / family, folder / f"{family}-tiny-vae"
+    from semantic_draw.tiny import build_tiny_pipeline
+    family = preset.family
+    name = f"tiny-{family}" if preset.tiny else family
+    where, tiny = folder / name, folder / f"{name}-tiny-vae"
     if not (where / "model_index.json").exists() or not (tiny / "config.json").exists():
-        pipe = build_full_pipeline(family, device=device, dtype=dtype)
+        pipe = (build_tiny_pipeline(family) if preset.tiny
+                else build_full_pipeline(family, device=device, dtype=dtype))
         pipe.save_pretrained(where)
         pipe.tiny_vae.save_pretrained(tiny)
         del pipe

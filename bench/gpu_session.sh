@@ -25,7 +25,12 @@
 #                                        # beside it, then a new process on the programs' folder: time to the first
 #                                        # frame from process start, and the frame rate without CUDA graphs
 #
-# Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
+#   DRY_RUN=1 bash bench/gpu_session.sh eighth   # the same phases here, on a CPU: each command with the tiny
+#                                        # preset of its family, 3 frames, 1 repeat, caches and models under $OUT;
+#                                        # a check that a session's commands run before a GPU lease is spent on them
+#                                        # (tests/test_bench.py runs the next sessions in line that way)
+#
+# The exit status is the number of phases that failed (each is still run). Budget (H100): about 9 minutes. Phases: compiled vs eager SD1.5 headline (3 brushes), the same again on the warm
 # cache folder (time to first frames from process start), the region layouts side by side on SD1.5 / SDXL / SD3
 # (eager), the host-sync check.
 set -u
@@ -33,26 +38,54 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 LOG=$OUT/log
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-if ls .whl/*.whl >/dev/null 2>&1; then
+if [ -z "${DRY_RUN:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 CACHE=/tmp/sd-compile-cache
 MODELS=/tmp/sd-models            # full-size random weights saved once, then loaded as a user's folder
+DRY=${DRY_RUN:-}
+INDUCTOR=/tmp/inductor-cache     # shared by a session's phases
+if [ -n "$DRY" ]; then           # nothing shared with a real session's folders
+    CACHE=$OUT/compile-cache MODELS=$OUT/models INDUCTOR=$OUT/inductor-cache
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR
+fi
+FAILED=0
+dry() {     # a phase's command made small for a CPU: tiny presets, 3 frames, 1 repeat (0 stays 0), 2 s a user
+    CMD=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --full-size) ;;
+            --preset) CMD+=(--preset "tiny-$2"); shift ;;
+            --frames) CMD+=(--frames 3); shift ;;
+            --repeats|--oneshot-repeats|--warmup) CMD+=("$1" "$(( $2 > 0 ? 1 : 0 ))"); shift ;;
+            --seconds) CMD+=(--seconds 2); shift ;;
+            *) CMD+=("$1") ;;
+        esac
+        shift
+    done
+}
 phase() {   # phase NAME SECONDS COMMAND...
     local name=$1 limit=$2; shift 2
+    if [ -n "$DRY" ]; then
+        dry "$@"
+        set -- "${CMD[@]}"
+        limit=$(( limit * 3 ))   # a CPU compiles more slowly than the GPU's host
+    fi
     local start=$(date +%s)
     echo "=== $name (limit ${limit}s): $*" | tee -a "$LOG"
     timeout "$limit" "$@" 2>&1 | grep --line-buffered -v -E "Warning|warn\(|^\s*$" | tee -a "$LOG"
     local rc=${PIPESTATUS[0]}
+    [ "$rc" = 0 ] || FAILED=$(( FAILED + 1 ))
     echo "=== $name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$LOG"
 }
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+trap 'echo "=== $FAILED phase(s) failed" | tee -a "$LOG"; exit $FAILED' EXIT
+{ [ -n "$DRY" ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee -a "$LOG"
 
 if [ "${1:-first}" = second ]; then
-    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache     # shared by the phases: the sync check reuses the graphs
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR     # shared by the phases: the sync check reuses the graphs
     phase sd15-attention-compiled 190 python3 bench/stream.py --full-size --preset sd15 --layers 3,8 \
         --regions attention --frames 20 --oneshot-repeats 0 --compile
     phase sync-check-eager 30 python3 bench/sync_check.py --full-size --preset sd15 --layers 3
@@ -60,10 +93,10 @@ if [ "${1:-first}" = second ]; then
         --compile
     phase sd15-one-brush-compiled 95 python3 bench/stream.py --full-size --preset sd15 --layers 1 --regions latent \
         --frames 30 --oneshot-repeats 0 --compile
-    exit 0
+    exit
 fi
 if [ "${1:-first}" = sixth ]; then
-    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR
     phase sd15-latent-3-dynamic-cold 200 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
         --regions latent --frames 20 --oneshot-repeats 2 --compile --compile-shapes dynamic --painting \
         --compile-cache "$CACHE" --model-dir "$MODELS"
@@ -73,10 +106,10 @@ if [ "${1:-first}" = sixth ]; then
     phase sd15-latent-1-8-dynamic-warm 90 python3 bench/stream.py --full-size --preset sd15 --layers 1,8 \
         --regions latent --frames 20 --oneshot-repeats 1 --compile --compiled-only --compile-shapes dynamic \
         --compile-cache "$CACHE" --model-dir "$MODELS"
-    exit 0
+    exit
 fi
 if [ "${1:-first}" = seventh ]; then
-    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR
     phase sd15-latent-3-static-cold 160 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
         --regions latent --frames 20 --oneshot-repeats 0 --compile --compiled-only --compile-shapes static \
         --model-dir "$MODELS"
@@ -85,10 +118,10 @@ if [ "${1:-first}" = seventh ]; then
         --painting --model-dir "$MODELS"
     phase irworobongdo-compiled-dynamic 150 python3 bench/methods.py --full-size --preset sd15 \
         --methods semanticdraw --regions latent,attention --repeats 3 --compile --model-dir "$MODELS"
-    exit 0
+    exit
 fi
 if [ "${1:-first}" = eighth ]; then
-    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR
     # the phase limits add up to 490 s: one device command, and with ninth inside one lease's 15 minutes
     phase sd15-attention-1-3-8-16 210 python3 bench/stream.py --full-size --preset sd15 --layers 1,3,8,16 \
         --regions attention --frames 15 --oneshot-repeats 1 --compile --compile-shapes dynamic --painting
@@ -96,20 +129,20 @@ if [ "${1:-first}" = eighth ]; then
         --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
     phase sd3-attention-3 130 python3 bench/stream.py --full-size --preset sd3 --layers 3 \
         --regions attention --frames 10 --oneshot-repeats 1 --compile --compile-shapes dynamic
-    exit 0
+    exit
 fi
 if [ "${1:-first}" = ninth ]; then
-    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR
     # the phase limits add up to 300 s: with eighth, inside one lease's 15 minutes
     phase sd15-ahead-cold 240 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
         --frames 20 --oneshot-repeats 1 --compile-ahead --compile-cache "$CACHE-ahead" --model-dir "$MODELS"
     phase sd15-ahead-warm 60 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent \
         --frames 20 --oneshot-repeats 1 --compile-ahead --compiled-only --compile-cache "$CACHE-ahead" \
         --model-dir "$MODELS"
-    exit 0
+    exit
 fi
 if [ "${1:-first}" = fifth ]; then
-    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR
     phase sd15-latent-3-compiled-painting 230 python3 bench/stream.py --full-size --preset sd15 --layers 3 \
         --regions latent --frames 20 --oneshot-repeats 2 --compile --painting
     phase sd15-attention-8-compiled-painting 160 python3 bench/stream.py --full-size --preset sd15 --layers 8 \
@@ -117,17 +150,17 @@ if [ "${1:-first}" = fifth ]; then
     phase memory-4096x2048 120 python3 bench/memory.py --full-size --preset sd15 --cap-gib 8 --inject-oom
     phase sdxl-attention-3-compiled-painting 200 python3 bench/stream.py --full-size --preset sdxl --layers 3 \
         --regions attention --frames 10 --oneshot-repeats 0 --compile --painting
-    exit 0
+    exit
 fi
 if [ "${1:-first}" = fourth ]; then
     phase memory-4096x2048 240 python3 bench/memory.py --full-size --preset sd15 --cap-gib 8 --inject-oom
     phase sharing-eager 130 python3 bench/sharing.py --full-size --preset sd15 --users 1,2,4 --seconds 8
     phase sharing-eager-attention 100 python3 bench/sharing.py --full-size --preset sd15 --users 2,4 --layers 3 \
         --regions attention --seconds 8
-    exit 0
+    exit
 fi
 if [ "${1:-first}" = third ]; then
-    export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache
+    export TORCHINDUCTOR_CACHE_DIR=$INDUCTOR
     phase sdxl-attention-compiled 200 python3 bench/stream.py --full-size --preset sdxl --layers 3 --regions attention \
         --frames 10 --oneshot-repeats 2 --compile
     phase sd3-attention-compiled 150 python3 bench/stream.py --full-size --preset sd3 --layers 3 --regions attention \
@@ -136,7 +169,7 @@ if [ "${1:-first}" = third ]; then
         --repeats 3 --compile
     phase sd15-attention-1-16-compiled 110 python3 bench/stream.py --full-size --preset sd15 --layers 1,16 \
         --regions attention --frames 20 --oneshot-repeats 0 --compile
-    exit 0
+    exit
 fi
 phase sd15-compiled 235 python3 bench/stream.py --full-size --preset sd15 --layers 3 --regions latent --frames 30 \
     --compile --compile-cache "$CACHE"
@@ -149,4 +182,4 @@ phase sdxl-regions 75 python3 bench/stream.py --full-size --preset sdxl --layers
 phase sd3-regions 75 python3 bench/stream.py --full-size --preset sd3 --layers 3 --regions latent,attention \
     --frames 8 --oneshot-repeats 1
 phase sync-check 25 python3 bench/sync_check.py --full-size --preset sd15 --layers 3
-exit 0
+exit

@@ -43,34 +43,33 @@ def test_the_next_gpu_sessions_run_here_with_the_tiny_presets(session, tmp_path)
     assert "tiny-" in log and "--full-size" not in log.replace("=== ", "")
 
 
-def test_a_failing_phase_is_counted_and_the_others_still_run(tmp_path):
-    """The session's exit status is its number of failed phases; a failing phase does not stop the next."""
+def run_phases(tmp_path, phases_text: str) -> tuple[int, str]:
+    """The session script's set-up (dry) followed by ``phases_text``: its exit status and its log."""
     script = (ROOT / "bench" / "gpu_session.sh").read_text()
-    body = script.split('if [ "${1:-first}" = second ]', 1)[0]
     test = tmp_path / "session.sh"
-    test.write_text(body + "phase broken 20 python3 -c 'raise SystemExit(3)'\n"
-                           "phase fine 20 python3 -c 'print(\"ok\")'\nexit\n")
+    test.write_text(script.split('if [ "${1:-first}" = second ]', 1)[0] + phases_text + "exit\n")
     out = tmp_path / "out"
     run = subprocess.run(["bash", str(test)], cwd=ROOT, env=dict(os.environ, DRY_RUN="1", OUT=str(out)),
                          capture_output=True, text=True, timeout=120)
-    log = (out / "log").read_text()
-    assert run.returncode == 1, log
+    return run.returncode, (out / "log").read_text()
+
+
+def test_a_failing_phase_is_counted_and_the_others_still_run(tmp_path):
+    """The session's exit status is its number of failed phases; a failing phase does not stop the next."""
+    status, log = run_phases(tmp_path, "phase broken 20 python3 -c 'raise SystemExit(3)'\n"
+                                       "phase fine 20 python3 -c 'print(\"ok\")'\n")
+    assert status == 1, log
     assert "=== broken: exit 3" in log and "=== fine: exit 0" in log and "=== 1 phase(s) failed" in log
 
 
 def test_a_dry_phase_gets_the_tiny_preset_and_few_frames(tmp_path):
     """The rewriting itself: the family's tiny preset, --full-size gone, frames and repeats cut (0 stays 0)."""
-    script = (ROOT / "bench" / "gpu_session.sh").read_text()
-    body = script.split('if [ "${1:-first}" = second ]', 1)[0]
-    test = tmp_path / "session.sh"
-    test.write_text(body + "phase show 20 python3 -c 'import sys; print(\"ARGS\", *sys.argv[1:])' --full-size "
-                           "--preset sdxl --frames 30 --repeats 3 --oneshot-repeats 0 --seconds 8 --layers 1,3\nexit\n")
-    out = tmp_path / "out"
-    subprocess.run(["bash", str(test)], cwd=ROOT, env=dict(os.environ, DRY_RUN="1", OUT=str(out)),
-                   capture_output=True, text=True, timeout=120)
-    shown = next(line for line in (out / "log").read_text().splitlines() if line.startswith("ARGS"))
-    assert shown.split()[1:] == ["--preset", "tiny-sdxl", "--frames", "3", "--repeats", "1", "--oneshot-repeats",
-                                 "0", "--seconds", "2", "--layers", "1,3"]
+    status, log = run_phases(tmp_path, "phase show 20 python3 -c 'import sys; print(\"ARGS\", *sys.argv[1:])' "
+                                       "--full-size --preset sdxl --frames 30 --repeats 3 --oneshot-repeats 0 "
+                                       "--seconds 8 --layers 1,3\n")
+    shown = next(line for line in log.splitlines() if line.startswith("ARGS"))
+    assert status == 0 and shown.split()[1:] == ["--preset", "tiny-sdxl", "--frames", "3", "--repeats", "1",
+                                                 "--oneshot-repeats", "0", "--seconds", "2", "--layers", "1,3"]
 
 
 def test_a_model_folder_of_a_tiny_preset_is_the_preset_model(tmp_path):

@@ -122,10 +122,19 @@ def layer_specs(scene) -> list[LayerSpec]:
 
 
 def covers(specs: Sequence[LayerSpec]) -> list[np.ndarray | None]:
-    """For each layer, where a later (higher) layer is painted; None for the top layer (ALGORITHM.md 3.2)."""
-    painted = np.stack([s.mask for s in specs])
-    above = np.flip(np.logical_or.accumulate(np.flip(painted, 0), 0), 0)
-    return [np.ascontiguousarray(above[p + 1]) if p + 1 < len(specs) else None for p in range(len(specs))]
+    """For each layer, where a later (higher) layer is painted; None for the top layer (ALGORITHM.md 3.2). One OR
+    per layer from the top down (numpy's accumulate along the layers took 10 ms at 512x512 and 31 ms at 1024x1024
+    for 4 layers, on every edit of a stream)."""
+    out: list[np.ndarray | None] = [None] * len(specs)
+    above = None
+    for p in range(len(specs) - 1, -1, -1):
+        mask = np.asarray(specs[p].mask, dtype=bool)
+        if above is None:
+            above = mask
+        else:
+            out[p] = np.ascontiguousarray(above)
+            above = np.logical_or(above, mask)
+    return out
 
 
 def soft_mask(spec: LayerSpec, cover: np.ndarray | None, cover_alpha: float, device, factor: int) -> torch.Tensor:
@@ -136,7 +145,12 @@ def soft_mask(spec: LayerSpec, cover: np.ndarray | None, cover_alpha: float, dev
 
 
 def digest(array: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
+    """A key for an array's content: its shape and dtype with its bytes (a 64x128 and a 128x64 mask of the same
+    bytes are different masks); a boolean mask's bits packed first, 8x fewer bytes to hash."""
+    array = np.ascontiguousarray(array)
+    h = hashlib.blake2b(repr((array.shape, array.dtype.str)).encode(), digest_size=16)
+    h.update(np.packbits(array).tobytes() if array.dtype == bool else array.tobytes())
+    return h.digest()
 
 
 PROMPT_CACHE_BYTES = 256 * 2 ** 20   # prompt rows one cache keeps at most (SD3's rows are 5.4 MB a prompt)
@@ -429,9 +443,13 @@ class PlanBuilder:
                             for s, c in zip(specs, covers(specs))])
 
     def _step_masks(self, specs: list[LayerSpec]) -> torch.Tensor:
-        """[T, P, h, w]; a layer's masks are recomputed only when its mask, cover, blur or strength changed."""
+        """[T, P, h, w]; a layer's masks are recomputed only when its mask, blur, strength or the covered part of
+        its mask changed (a cover only counts where the layer is painted, so a stroke above that does not reach a
+        layer leaves that layer's masks as they were)."""
         out = []
         for spec, cover in zip(specs, covers(specs)):
+            if cover is not None:
+                cover = np.logical_and(cover, spec.mask)     # the same soft mask: outside it the layer is 0 anyway
             key = (self._mask_settings, digest(spec.mask), None if cover is None else digest(cover), spec.blur,
                    spec.strength)
             steps = self._masks.get(key)

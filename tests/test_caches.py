@@ -157,3 +157,33 @@ def test_one_shots_on_threads_share_the_cache_and_each_gets_its_own_image():
         t.join(60)
     assert all(torch.equal(a, b) for a, b in zip(got, alone))
     assert model.caches.prompts.encoded <= 4 * 3 + 3 and len(model.caches.prompts) == 5 + 1   # 5 things + the bg
+
+
+def test_a_cached_mask_is_never_served_to_a_canvas_of_another_shape():
+    """Masks with the same bytes in another shape (a background-only scene at 64x128, then at 128x64: both all
+    ones) are different cache entries: each canvas gets its own image, the same as a fresh model's."""
+    from semantic_draw import Background, Scene
+    model = SemanticDraw.from_preset("tiny-sd15")
+    wide, tall = (Scene(h, w, [], Background(prompt="a wall")) for (h, w) in ((64, 128), (128, 64)))
+    first = model.generate(wide, seed=0)
+    second = model.generate(tall, seed=0)
+    assert first.size == (128, 64) and second.size == (64, 128)
+    fresh = SemanticDraw.from_preset("tiny-sd15").generate(tall, seed=0)
+    assert list(second.getdata()) == list(fresh.getdata())
+
+
+def test_covers_are_the_union_of_the_masks_above_each_layer():
+    """plan.covers against its definition (ALGORITHM.md 3.2) on random masks: layer p is covered where any layer
+    above it is painted; the top layer has no cover."""
+    import numpy as np
+    from semantic_draw.plan import LayerSpec, covers
+    rng = np.random.default_rng(0)
+    masks = [rng.random((9, 13)) > 0.7 for _ in range(5)]
+    got = covers([LayerSpec("p", "", m) for m in masks])
+    assert got[-1] is None
+    for p in range(4):
+        want = np.zeros((9, 13), bool)
+        for m in masks[p + 1:]:
+            want |= m
+        assert got[p].dtype == bool and got[p].flags.c_contiguous and np.array_equal(got[p], want)
+    assert masks[0].sum() > 0 and not np.array_equal(got[0], got[3])   # the check is not a trivial one

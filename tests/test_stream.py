@@ -120,8 +120,18 @@ def test_edits_recompute_only_what_changed():
     assert session.masks_computed == computed + 1
     session.edit_layer(2, mask_strength=0.7)              # the top brush: only its masks
     assert session.masks_computed == computed + 2
-    session.edit_layer(2, mask=rect_mask(64, 64, (50, 50, 60, 60)))  # a new top mask covers the 3 layers below
-    assert session.masks_computed == computed + 2 + 1 + 3
+    # brushes 0 / 1 / 2 (top) at rows x cols 0-24 x 0-24 / 4-28 x 2-26 / 8-32 x 4-28: a layer is covered where a
+    # later one is painted, and only the covered part of a layer's own mask changes its masks
+    session.edit_layer(2, mask=rect_mask(64, 64, (50, 50, 60, 60)))  # the top moves off the brushes: it, the
+    assert session.masks_computed == computed + 2 + 3                 # background and brush 1 (uncovered)
+    # (brush 0 keeps its masks: where the old top covered it, brush 1 covers it still)
+    session.edit_layer(2, mask=rect_mask(64, 64, (10, 10, 20, 20)))  # back over brush 1, inside it: it, the
+    assert session.masks_computed == computed + 5 + 3                 # background and brush 1; brush 0 again not
+    grown = rect_mask(64, 64, (10, 10, 20, 20)) | rect_mask(64, 64, (50, 50, 60, 60))
+    session.edit_layer(2, mask=grown)            # a stroke away from every brush: the top only (the background's
+    assert session.masks_computed == computed + 8 + 1    # covered part is the first edit's again: in the cache)
+    session.edit_layer(2, mask=grown | rect_mask(64, 64, (0, 0, 3, 3)))   # a stroke on brush 0 alone: it and
+    assert session.masks_computed == computed + 9 + 2                 # brush 0 (brush 0 covers the background there)
 
 
 def test_add_remove_and_reorder_layers_live():

@@ -11,10 +11,11 @@
 #   bash bench/gpu_session.sh fifth      # what changed on 2026-12-01, most valuable first (about 10 minutes): steady
 #                                        # frames (slots in flight only, kept layouts) against painting frames, eager
 #                                        # and compiled; the 4096x2048 memory rows; SDXL attention compiled
-#   bash bench/gpu_session.sh sixth      # run this one first (2026-12-01 evening; about 6 minutes): compiled dynamic
+#   bash bench/gpu_session.sh sixth      # run this one first (2026-12-01 evening; about 7 minutes): compiled dynamic
 #                                        # shapes (the new default), SD1.5 3 brushes, steady and painting frames,
 #                                        # cold; then warm in new processes (time to first frame from process start,
-#                                        # the model loaded from a folder), 3 and 1, 8 brushes
+#                                        # the model loaded from a folder), 3 and 1, 8 brushes; what an edit
+#                                        # costs an SDXL stream at 1024 (bench/edits.py)
 #   bash bench/gpu_session.sh seventh    # then (about 7 minutes): the same 3 brushes with static shapes, for the side
 #                                        # by side; 8 brushes in the attention layout; Irworobongdo compiled
 #   bash bench/gpu_session.sh eighth     # first in line (2026-12-02; about 9 minutes): the attention layout's
@@ -106,6 +107,7 @@ if [ "${1:-first}" = sixth ]; then
     phase sd15-latent-1-8-dynamic-warm 90 python3 bench/stream.py --full-size --preset sd15 --layers 1,8 \
         --regions latent --frames 20 --oneshot-repeats 1 --compile --compiled-only --compile-shapes dynamic \
         --compile-cache "$CACHE" --model-dir "$MODELS"
+    phase edits-sdxl-1024 90 python3 bench/edits.py --full-size --preset sdxl --sizes 1024 --brushes 3,8 --edits 10
     exit
 fi
 if [ "${1:-first}" = seventh ]; then

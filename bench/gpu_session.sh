@@ -57,7 +57,7 @@ dry() {     # a phase's command made small for a CPU: tiny presets, 3 frames, 1 
     while [ $# -gt 0 ]; do
         case $1 in
             --full-size) ;;
-            --preset) CMD+=(--preset "tiny-$2"); shift ;;
+            --preset) CMD+=(--preset "tiny-${2%%-*}"); shift ;;   # sd15-hyper: tiny-sd15
             --frames) CMD+=(--frames 3); shift ;;
             --repeats|--oneshot-repeats|--warmup) CMD+=("$1" "$(( $2 > 0 ? 1 : 0 ))"); shift ;;
             --seconds) CMD+=(--seconds 2); shift ;;

@@ -70,6 +70,11 @@ def test_a_dry_phase_gets_the_tiny_preset_and_few_frames(tmp_path):
     shown = next(line for line in log.splitlines() if line.startswith("ARGS"))
     assert status == 0 and shown.split()[1:] == ["--preset", "tiny-sdxl", "--frames", "3", "--repeats", "1",
                                                  "--oneshot-repeats", "0", "--seconds", "2", "--layers", "1,3"]
+    (tmp_path / "hyper").mkdir()
+    status, log = run_phases(tmp_path / "hyper", "phase hyper 20 python3 -c 'import sys; print(\"ARGS\", *sys.argv[1:])' "
+                                       "--full-size --preset sd15-hyper\n")
+    shown = next(line for line in log.splitlines() if line.startswith("ARGS"))
+    assert shown.split()[1:] == ["--preset", "tiny-sd15"]      # a preset of a family: that family's tiny one
 
 
 def test_a_model_folder_of_a_tiny_preset_is_the_preset_model(tmp_path):

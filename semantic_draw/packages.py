@@ -31,6 +31,25 @@ from .backbones.common import TILE_ABOVE_PIXELS
 log = logging.getLogger("semantic_draw.packages")
 
 INDEX = "index.json"
+INDEX_LOCK = "index.lock"      # held while a process reads, merges and writes the index
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` between processes (and threads, each opening the file itself), where the
+    system offers one (fcntl); elsewhere nothing: two saves at once may then drop one's new entries (programs
+    compiled again later, nothing else lost)."""
+    try:
+        import fcntl
+    except ImportError:          # Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def folder_key(backbone) -> str:
@@ -156,8 +175,9 @@ class Packages:
     # -- the index ------------------------------------------------------------------------------------------------
     def save(self, programs: dict) -> Path | None:
         """Write the index of every program of ``programs`` (view shape -> Programs) that lives in this folder, and
-        of the decoders' programs, keeping the entries another process listed meanwhile (whose files are there):
-        processes sharing a folder each add their programs, and a reader never sees half an index."""
+        of the decoders' programs, keeping the entries another process listed before (whose files are there):
+        processes sharing a folder each add their programs, even when they save at the same moment (the read, merge
+        and write hold a lock), and a reader never sees half an index."""
         from torch.utils._pytree import treespec_dumps
         entries = [{"file": p.run.path.name, "view": list(view), "spec": treespec_dumps(p.spec),
                     "sizes": [[_size(s) for s in sizes] for sizes in p.sizes], "regions": p.regions}
@@ -169,16 +189,19 @@ class Packages:
                         for shape, run in (ahead.programs.items() if ahead is not None else ())
                         if run.path.parent == self.folder]
         index = self.folder / INDEX
-        unique = {entry["file"]: entry for entry in self._listed(index) + entries}   # each program listed once
-        entries = list(unique.values())
-        if not entries:
+        if not entries and not index.is_file():
             return None
-        tmp = index.with_name(f"{INDEX}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            tmp.write_text(json.dumps(entries, indent=1))
-            tmp.replace(index)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with _locked(self.folder / INDEX_LOCK):    # read, merge and write as one: no other save in between
+            unique = {entry["file"]: entry for entry in self._listed(index) + entries}   # each program listed once
+            entries = list(unique.values())
+            if not entries:
+                return None
+            tmp = index.with_name(f"{INDEX}.{uuid.uuid4().hex[:12]}.tmp")
+            try:
+                tmp.write_text(json.dumps(entries, indent=1))
+                tmp.replace(index)
+            finally:
+                tmp.unlink(missing_ok=True)
         return index
 
     def _listed(self, index: Path) -> list[dict]:

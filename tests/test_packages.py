@@ -210,6 +210,39 @@ def test_processes_sharing_a_folder_each_add_their_programs_to_the_index(tmp_pat
     assert loaded._listed(one.folder / INDEX)[0]["sizes"] == [[[2, 63], 16, 8, 8]]
 
 
+def test_saves_at_the_same_moment_drop_no_entry(tmp_path, monkeypatch):
+    """Processes that save together each read the index, merge and write it: without a lock between them, the last
+    writer drops what the others added while it merged (here every save waits after reading, so they overlap)."""
+    import threading
+    import time
+    from torch.utils._pytree import tree_flatten
+    from semantic_draw.compiled import Program
+    from semantic_draw.packages import Run
+    backbone = SemanticDraw.from_preset("tiny-sd15").backbone
+    savers = [Packages(tmp_path, backbone) for _ in range(6)]
+    savers[0].folder.mkdir(parents=True)
+    spec = tree_flatten(((torch.zeros(2, 4, 8, 8),), {}))[1]
+    listed = Packages._listed
+
+    def slow_listed(self, index):
+        entries = listed(self, index)
+        time.sleep(0.05)                     # the others read the same index meanwhile
+        return entries
+    monkeypatch.setattr(Packages, "_listed", slow_listed)
+
+    def save(i):
+        path = savers[i].folder / f"program-{i}.pt2"
+        path.write_bytes(b"a program")
+        savers[i].save({(4, 8, 8): [Program(Run(None, path), spec, [((2, 63), 4, 8, 8)])]})
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(len(savers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    files = sorted(entry["file"] for entry in json.loads((savers[0].folder / INDEX).read_text()))
+    assert files == [f"program-{i}.pt2" for i in range(len(savers))]
+
+
 def test_programs_that_cannot_be_compiled_leave_the_model_as_it_was(tmp_path, monkeypatch):
     """Out of disk space while compiling, every program: compile_ahead says so and returns; the calls and the
     decodes run eager, giving the same images; no file is left behind."""

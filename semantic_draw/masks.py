@@ -92,7 +92,7 @@ def quantize(m: torch.Tensor, levels: torch.Tensor, mode: str = "discrete") -> t
     semi-continuous: discrete except the last step; none: the soft mask itself at every step.
     Masks only grow from step to step: a weak or blurred pixel joins its region at a later, less noisy step.
     """
-    if mode not in QUANTIZE_MODES:
+    if not isinstance(mode, str) or mode not in QUANTIZE_MODES:
         raise SemanticDrawError(f"Unknown mask quantization {mode!r}; choose one of {', '.join(QUANTIZE_MODES)}.")
     lv = levels.to(m.device, m.dtype)
     steps = len(lv) - 1

@@ -19,7 +19,8 @@ import torch
 
 from . import masks as M
 from .backbones.base import Backbone, Cond
-from .errors import OptionError, ResourceError, SceneError
+from .errors import ResourceError, SceneError
+from .options import check_choice
 from .schedule import Schedule
 from .sizes import fit
 from .tiles import Tiling, make_tiling
@@ -347,8 +348,7 @@ class PlanBuilder:
                  with_uncond: bool = False, max_pixels: int | None = None, prompt_cache_size: int = 256,
                  mask_cache_size: int = 64, layout: str = "latent", shared: SharedCaches | None = None,
                  share: bool = False):
-        if layout not in LAYOUTS:
-            raise OptionError(f"Unknown region layout {layout!r}; choose one of {', '.join(LAYOUTS)}.")
+        check_choice(layout, "region layout", LAYOUTS)     # a string of LAYOUTS (an array is no layout)
         self.backbone, self.schedule, self.layout = backbone, schedule, layout
         self.lock = lock if lock is not None else threading.RLock()
         self.quantize = quantize

@@ -106,7 +106,7 @@ def build_schedule(sampler: str, scheduler_config: dict, prediction_type: str, s
     ``timesteps`` overrides the step grid (for example LCM_REFERENCE_TIMESTEPS); ``spacing`` is diffusers'
     timestep_spacing ("leading", "trailing", ...) for ddim/euler; ``eta`` overrides the sampler's default.
     """
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise OptionError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     if steps is None and timesteps is None:
         raise OptionError("A schedule needs a number of steps.")

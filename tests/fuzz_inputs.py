@@ -837,6 +837,11 @@ SCENE_FIELDS = ("height", "width", "layers", "background", "negative_prompt", "n
 BACKGROUND_FIELDS = ("prompt", "negative_prompt", "image")
 
 
+def _array(values):
+    import numpy as np
+    return np.array(values)
+
+
 def call_generate(**kwargs):
     def run_it(ctx):
         ctx.model.generate(ctx.scene, **{"seed": 0, **kwargs})
@@ -1073,12 +1078,14 @@ def named_calls() -> list[Case]:
                          ("tile_size=3", {"tile_size": 3}), ("leak_sensitivity=nan", {"leak_sensitivity": math.nan}),
                          ("bootstrap_mix_steps=nan", {"bootstrap_mix_steps": math.nan}),
                          ("centering='yes'", {"centering": "yes"}), ("quantize='x'", {"quantize": "x"}),
-                         ("sampler=['lcm']", {"sampler": ["lcm"]}), ("method=None", {"method": None})]:
+                         ("sampler=['lcm']", {"sampler": ["lcm"]}), ("method=None", {"method": None}),
+                         ("regions=array([1, 2])", {"regions": _array([1, 2])}), ("regions=None", {"regions": None})]:
         add(f"generate {name}", call_generate(**kwargs))
     for name, kwargs in [("seed=1.5", {"seed": 1.5}), ("seed='3'", {"seed": "3"}), ("guidance=nan",
                                                                                      {"guidance": math.nan}),
                          ("tile_size=3", {"tile_size": 3}), ("tiny_decode=None", {"tiny_decode": None}),
-                         ("mask_cache_size=-1", {"mask_cache_size": -1})]:
+                         ("mask_cache_size=-1", {"mask_cache_size": -1}),
+                         ("regions=array([1, 2])", {"regions": _array([1, 2])})]:
         add(f"stream {name}", call_stream(**kwargs))
     add("mask_blur=1e300", call_layer(mask_blur=1e300))
     add("mask_blur=2**63", call_layer(mask_blur=2 ** 63))

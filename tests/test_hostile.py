@@ -49,6 +49,9 @@ PALETTE_CASES = {
     "palette: mask is a PNG claiming 12000^2 (bomb under PIL's limit)": "ResourceError",
 }
 CALL_CASES = {
+    "call: generate regions=array([1, 2])": "OptionError",   # found by the long fuzz run: a raw ValueError before
+    "call: generate regions=None": "OptionError",
+    "call: stream regions=array([1, 2])": "OptionError",
     "call: generate seed=18446744073709551616": "OptionError",
     "call: generate seed=nan": "OptionError",
     "call: generate seed=None": "OptionError",

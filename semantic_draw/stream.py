@@ -14,7 +14,6 @@ settled frame until the next edit, stops at a time limit and reports frames per 
 """
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
@@ -43,8 +42,8 @@ BACKGROUND_FIELDS = ("prompt", "negative_prompt", "image")
 class StreamEvent:
     """What ``StreamSession.run`` yields.
 
-    kind: "frame" (a new picture in ``image``), "same" (a frame equal to the last one, not sent again), "idle"
-    (the picture settled; nothing is computed until the next edit), "waiting" (for a stream slot: ``position``),
+    kind: "frame" (a new picture in ``image``), "same" (a frame whose latent equals the last one's, not sent
+    again), "idle" (the picture settled: nothing is computed until the next edit), "waiting" (for a stream slot: ``position``),
     "preparing" (a compiled network compiles the session's shapes with its first frames: ``message``),
     "warning" (a live edit was refused; the stream goes on with the scene before it: ``message``), "timeout" (the
     time limit ended the run: ``message``).
@@ -87,6 +86,8 @@ class StreamSession:
         self._fresh: torch.Tensor | None = None      # [1, C, h, w] the latent entering at step 0 (plan and seed)
         self._entry: tuple | None = None             # (x0, x_next) of its step, the same every frame (plan and seed)
         self._most = (0, 0)                          # compiled: the padded batch of a whole frame, of the slots in flight
+        self._to_settle = 1                          # frames until the picture is final (``settled``)
+        self._latest: torch.Tensor | None = None     # the latent of the newest frame
         self._apply(builder.check(scene))
         self.set_seed(seed)
 
@@ -151,12 +152,29 @@ class StreamSession:
             self._noise = noise
             self._bg_noise = noise.draw((1,) + shape[1:])
             self._slot_noise = noise.draw(shape)
-            self._steady = self._fresh = self._entry = None
+            self._changed()
 
     def _apply(self, scene) -> None:
         self.plan = self.builder.build(scene)
         self.scene = scene
+        self._changed()
+
+    def _changed(self) -> None:
+        """The plan or the seed changed: what was made for the old ones goes, and the picture settles again."""
         self._steady = self._fresh = self._entry = None
+        self._to_settle = 1 if self._inflight is None else self.schedule.steps
+
+    @property
+    def settled(self) -> bool:
+        """Whether the next frames would all give the newest frame's picture again, until the next edit or seed.
+
+        A slot that finishes has taken every step of its own walk under the plan and seed of the moment; after a
+        change, the slot that entered on the first frame after it finishes on the T-th (the filling frame is the
+        first's own walk), and from then on each finishing slot is the same latent taken through the same steps
+        with the same noise. So the stream knows it settled by counting, not by comparing pictures (the order of
+        a GPU's atomic additions need not repeat, so equal frames need not be equal to the bit). The naive
+        aggregation draws new noise every frame: it never settles."""
+        return self.opts.aggregation == "pre" and self._to_settle == 0
 
     # -- frames --------------------------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -201,6 +219,8 @@ class StreamSession:
                 self._keep(torch.cat([entry_x0, res.x0[:T - 2]]), torch.cat([entry_next, res.x_next[:T - 2]]))
                 latent = res.x0[T - 2:]
             self.frames += 1
+            self._to_settle = max(0, self._to_settle - 1)
+            self._latest = latent
             image = latent if output == "latent" else self.decoder(latent, tiny=self.tiny_decode)
             self._last = {"calls": self.counts.calls - calls, "items": self.counts.items - items,
                           "seconds": time.perf_counter() - start,
@@ -298,19 +318,19 @@ class StreamSession:
 
     # -- the run loop --------------------------------------------------------------------------------------------
     def run(self, edits: "queue.Queue | None" = None, *, time_limit: float | None = None, frames: int | None = None,
-            every_frame: bool = False, idle_wait: float = 0.25, settled_after: int = 2,
+            every_frame: bool = False, idle_wait: float = 0.25,
             slots: Slots | None = None) -> Iterator[StreamEvent]:
         """Stream until a ("stop", None) edit, ``time_limit`` seconds or ``frames`` frames.
 
         ``edits`` (a queue.Queue or anything with get(timeout=) and get_nowait()) brings ("scene", Scene),
         ("seed", int) and ("stop", None); before each frame every queued edit is applied (the newest scene and seed
-        win). Unless ``every_frame``, a frame equal to the last one is reported as "same", and after
-        ``settled_after`` of those the session computes nothing until the next edit ("idle" every ``idle_wait``
-        seconds): a stream nobody edits costs no GPU time. With ``slots`` (sharing.Slots, shared by the streams of
+        win). Unless ``every_frame``, a frame whose latent equals the last one's is reported as "same", and once
+        the picture is final (``settled``: T frames after an edit, the slots' depth) the session computes nothing
+        until the next edit ("idle" every ``idle_wait`` seconds): a stream nobody edits costs no GPU time. With ``slots`` (sharing.Slots, shared by the streams of
         a server) frames are computed only while holding a slot: a settled stream gives its slot back until its next
         edit, and one waiting for a slot reports "waiting" events with its place in line.
         """
-        start, times, last, same, idle, made = time.monotonic(), [], None, 0, False, 0
+        start, times, last, idle, made = time.monotonic(), [], None, False, 0
         holding, ticket = slots is None, None
         if self.frames == 0 and self._compiles_ahead():
             what = ("canvas size" if self._compiled.shapes_mode == "dynamic" else "canvas size and brush count")
@@ -330,7 +350,7 @@ class StreamSession:
                 if warning:
                     yield StreamEvent("warning", made, _fps(times), message=warning)
                 if todo:
-                    idle, same = False, 0
+                    idle = False
                 if idle:
                     if holding and slots is not None:   # settled: the slot goes to whoever waits
                         slots.release()
@@ -350,11 +370,10 @@ class StreamSession:
                 if every_frame:
                     yield StreamEvent("frame", made, _fps(times), image, views=views)
                 else:
-                    digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
-                    same = same + 1 if digest == last else 0
-                    last, idle = digest, same >= settled_after
-                    yield StreamEvent("frame", made, _fps(times), image, views=views) if same == 0 else StreamEvent(
-                        "same", made, _fps(times), views=views)
+                    same = last is not None and torch.equal(self._latest, last)
+                    last, idle = self._latest, self.settled
+                    yield StreamEvent("same", made, _fps(times), views=views) if same else StreamEvent(
+                        "frame", made, _fps(times), image, views=views)
                 if frames is not None and made >= frames:
                     return
         finally:

@@ -109,15 +109,16 @@ def test_a_settled_stream_gives_its_slot_to_a_waiting_one():
     first, second = model.stream(scene, seed=0), model.stream(scene, seed=1)
     edits1 = queue.Queue()
     run1 = first.run(edits1, slots=slots, idle_wait=0.01)
-    kinds1 = [next(run1).kind for _ in range(4)]           # frame, same, same, then idle: the slot is free again
-    assert kinds1[0] == "frame" and kinds1[-1] == "idle" and slots.held == 0
+    kinds1 = [next(run1).kind for _ in range(3)]           # the filling frame is final: idle, the slot is free again
+    assert kinds1 == ["frame", "idle", "idle"] and slots.held == 0
     edits1.put(("scene", rect_scene(64, 64, [("a blue cup", (8, 8, 40, 40))])))   # an edit: it wants a slot again
     assert next(run1).kind == "frame" and slots.held == 1
     run2 = second.run(queue.Queue(), slots=slots, idle_wait=0.01)
     event = next(run2)
     assert event.kind == "waiting" and event.position == 1   # next in line
-    kinds1 = [next(run1).kind for _ in range(3)]            # the first settles again and lets go
-    assert kinds1[-1] == "idle"
+    depth = first.stats()["slots"]
+    kinds1 = [next(run1).kind for _ in range(depth)]        # the first settles again (T frames) and lets go
+    assert kinds1[-1] == "idle" and "idle" not in kinds1[:-1]
     assert next(e for e in run2 if e.kind != "waiting").kind == "frame"
     run1.close()
     run2.close()

@@ -28,6 +28,7 @@ from .oneshot import StepInfo, method_settings, sample, step_shapes
 from .plan import PlanBuilder, SharedCaches
 from .options import (COMPILE_SHAPES, MAX_GUIDANCE, OUTPUTS, StepOptions, check_call, check_choice,  # noqa: F401
                       check_flag, check_known, check_max_pixels, check_number)
+from .scene import check_path
 from .schedule import SamplerSettings, build_schedule
 from .shared_calls import CallPool, SharedCalls
 from .sharing import FairLock
@@ -155,6 +156,8 @@ class SemanticDraw:
         size of a canvas) or "static" (one per shape). The first call of each new graph compiles (a minute or two;
         see ``warm``). Returns the model."""
         from .compiled import Compiled, compile_decoders
+        if cache_dir is not None:
+            cache_dir = check_path(cache_dir, "The compile cache folder", error=OptionError)
         with self._lock:
             if self.compiled is None:
                 self.network = Compiled(self.network, self.backbone, mode=mode, buckets=buckets, cache_dir=cache_dir,
@@ -193,6 +196,7 @@ class SemanticDraw:
         from .packages import Packages
         if not isinstance(folder, (str, Path)) or not str(folder):
             raise OptionError(f"compile_ahead needs a folder for its programs, got {folder!r}.")
+        folder = check_path(folder, "The folder of compile_ahead's programs", error=OptionError)
         check_choice(shapes, "compile_shapes", COMPILE_SHAPES)
         check_compilable(self.device)
         packages = Packages(folder, self.backbone)

@@ -134,9 +134,9 @@ class Scene:
         scene = self.validate(max_side=max_side)
         if height is None and width is None:
             raise SceneError("resized() needs a height, a width or both.")
-        for what, side in (("height", height), ("width", width)):
-            if side is not None:
-                check_whole(side, f"The new {what}", -math.inf, math.inf, error=SceneError)
+        height, width = (None if side is None else    # plain ints from here on (not numpy's or torch's)
+                         check_whole(side, f"The new {what}", -math.inf, math.inf, error=SceneError)
+                         for what, side in (("height", height), ("width", width)))
         height, width = keep_aspect(height, width, (scene.height, scene.width), 8)
         height, width = _check_canvas(height, width, max_side, 8)
         for i, layer in enumerate(scene.layers):
@@ -346,19 +346,25 @@ class DecodeBudget:
         self.used += pixels
 
 
-def check_path(path: Any, what: str) -> str:
-    """A file path as text: refuses non-paths, NUL characters and paths longer than MAX_PATH_CHARS."""
+def check_path(path: Any, what: str, *, error: type = SceneError) -> str:
+    """A file path as text: refuses non-paths, NUL characters, paths longer than MAX_PATH_CHARS and names the
+    file system cannot encode (one ``error``)."""
     try:
         name = os.fspath(path)
     except TypeError:
-        raise SceneError(f"{what} must be a file path (text or os.PathLike), got {type(path).__name__}.") from None
+        raise error(f"{what} must be a file path (text or os.PathLike), got {type(path).__name__}.") from None
     if isinstance(name, bytes):
         name = os.fsdecode(name)
     if "\x00" in name:
-        raise SceneError(f"{what}: the file name {shown(name, 300)} holds a NUL character; no file has such a name.")
+        raise error(f"{what}: the file name {shown(name, 300)} holds a NUL character; no file has such a name.")
     if len(name) > MAX_PATH_CHARS:
-        raise SceneError(f"{what}: the file name is {len(name):,} characters long, more than the "
+        raise error(f"{what}: the file name is {len(name):,} characters long, more than the "
                          f"{MAX_PATH_CHARS:,} allowed.")
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:       # a lone surrogate, say: the system cannot name a file so
+        raise error(f"{what}: the file name {shown(name, 300)} holds characters no file name can have "
+                         "here.") from None
     return name
 
 

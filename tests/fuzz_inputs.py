@@ -837,6 +837,11 @@ SCENE_FIELDS = ("height", "width", "layers", "background", "negative_prompt", "n
 BACKGROUND_FIELDS = ("prompt", "negative_prompt", "image")
 
 
+def _tensor(value):
+    import torch
+    return torch.tensor(value)
+
+
 def _array(values):
     import numpy as np
     return np.array(values)
@@ -1100,6 +1105,12 @@ def named_calls() -> list[Case]:
     add("64 brushes on 8192^2", call_scene(height=8192, width=8192,
                                            layers=[Layer(f"p{i}", np.ones((8, 8), bool)) for i in range(64)]))
     add("surrogate edit_layer prompt", call_session_edit(prompt="\ud800"))
+    add("Scene.save to a lone surrogate name",
+        lambda ctx: ctx.scene.save(ctx.fresh("save") / "\ud800"))        # found by the long fuzz run (seed 37)
+    add("from_preset compile_cache with a lone surrogate",
+        lambda ctx: call_preset(compile=True, compile_cache=str(ctx.fresh("cache") / "\ud800"))(ctx))
+    add("compile_ahead into a lone surrogate folder", lambda ctx: ctx.model.compile_ahead(ctx.fresh("ahead") / "\udfff"))
+    add("Scene.resized(tensor(32))", lambda ctx: ctx.scene.resized(_tensor(32), None).resized(_tensor(7), None))
     add("edit_layer mask_blur=nan", call_session_edit(mask_blur=math.nan))
     add("Scene.load(None)", call_load_palette(lambda ctx: None))
     add("Scene.load(a FIFO)", call_load_palette(fifo_path))

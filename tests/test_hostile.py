@@ -49,6 +49,10 @@ PALETTE_CASES = {
     "palette: mask is a PNG claiming 12000^2 (bomb under PIL's limit)": "ResourceError",
 }
 CALL_CASES = {
+    "call: Scene.save to a lone surrogate name": "SceneError",   # found by the long fuzz run: raw errors before
+    "call: Scene.resized(tensor(32))": "SceneError",             # (32 resizes; 7 is no multiple of 8)
+    "call: from_preset compile_cache with a lone surrogate": "OptionError",
+    "call: compile_ahead into a lone surrogate folder": "OptionError",
     "call: generate regions=array([1, 2])": "OptionError",   # found by the long fuzz run: a raw ValueError before
     "call: generate regions=None": "OptionError",
     "call: stream regions=array([1, 2])": "OptionError",

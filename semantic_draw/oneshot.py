@@ -8,10 +8,9 @@ import torch
 
 from .backbones.registry import Family
 from .denoiser import Denoiser, Padded
-from .errors import OptionError
 from .noise import NoiseSource
 from .plan import Plan
-from .options import StepOptions
+from .options import StepOptions, check_choice
 from .sampler import most_call_items, region_step
 from .schedule import SamplerSettings
 
@@ -40,14 +39,13 @@ def method_settings(method: str, base: SamplerSettings, opts: StepOptions,
     multidiffusion-fast: the same few-step sampler, views averaged after their own scheduler step (the naive mix).
     multidiffusion: the family's reference, 50 deterministic steps (DDIM; flow-matching Euler for SD3) with full CFG.
     """
+    check_choice(method, "method", METHODS)     # a string of METHODS (an array is no method)
     if method == "semanticdraw":
         return base, opts
     naive = replace(opts, aggregation="post", bootstrap_steps=0, leak_sensitivity=None, centering=False)
     if method == "multidiffusion-fast":
         return replace(base, quantize="none"), naive
-    if method == "multidiffusion":
-        return family.reference, replace(naive, guidance=family.reference_guidance, guidance_mode="full")
-    raise OptionError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    return family.reference, replace(naive, guidance=family.reference_guidance, guidance_mode="full")
 
 
 def initial_latent(plan: Plan, bg_noise: torch.Tensor, edit: bool) -> torch.Tensor:

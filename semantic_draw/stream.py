@@ -14,6 +14,7 @@ settled frame until the next edit, stops at a time limit and reports frames per 
 """
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -23,16 +24,17 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .denoiser import Counted, Counts, Denoiser, Padded, RegionAttention, find, for_options
-from .errors import SemanticDrawError, SessionClosedError, SceneError
+from .errors import OptionError, SemanticDrawError, SessionClosedError, SceneError
 from .memory import out_of_memory_is_a_resource_error
 from .noise import NoiseSource
 from .oneshot import initial_latent
 from .plan import Plan, PlanBuilder
-from .options import StepOptions
+from .options import StepOptions, check_flag, check_number, check_whole, shown
 from .sampler import StepLayout, most_call_items, prepare_step, region_step
 from .sharing import Slots
 from .transfer import to_device
 
+MAX_IDLE_WAIT = 60.0     # seconds a settled run waits for an edit between two "idle" events, at most
 EDIT_KINDS = ("scene", "seed", "stop")   # what a run's edit queue carries: (kind, payload) pairs
 LAYER_FIELDS = ("prompt", "negative_prompt", "mask", "mask_strength", "mask_blur", "prompt_strength", "name")
 BACKGROUND_FIELDS = ("prompt", "negative_prompt", "image")
@@ -326,10 +328,25 @@ class StreamSession:
         ("seed", int) and ("stop", None); before each frame every queued edit is applied (the newest scene and seed
         win). Unless ``every_frame``, a frame whose latent equals the last one's is reported as "same", and once
         the picture is final (``settled``: T frames after an edit, the slots' depth) the session computes nothing
-        until the next edit ("idle" every ``idle_wait`` seconds): a stream nobody edits costs no GPU time. With ``slots`` (sharing.Slots, shared by the streams of
-        a server) frames are computed only while holding a slot: a settled stream gives its slot back until its next
-        edit, and one waiting for a slot reports "waiting" events with its place in line.
+        until the next edit ("idle" every ``idle_wait`` seconds, up to MAX_IDLE_WAIT): a stream nobody edits costs
+        no GPU time, and without ``edits`` the run ends there (nothing can change it any more). With ``slots``
+        (sharing.Slots, shared by the streams of a server) frames are computed only while holding a slot: a
+        settled stream gives its slot back until its next edit, and one waiting for a slot reports "waiting"
+        events with its place in line. Bad arguments raise an OptionError here, before the first event.
         """
+        if edits is not None and not all(callable(getattr(edits, name, None)) for name in ("get", "get_nowait")):
+            raise OptionError(f"run's edits must be a queue (with get and get_nowait) or None, got {shown(edits)}.")
+        if time_limit is not None:
+            time_limit = check_number(time_limit, "run's time_limit (s)", 0.0, math.inf, above_low=True)
+        if frames is not None:
+            frames = check_whole(frames, "run's frames", 1, math.inf)
+        every_frame = check_flag(every_frame, "run's every_frame")
+        idle_wait = check_number(idle_wait, "run's idle_wait (s)", 0.0, MAX_IDLE_WAIT, above_low=True)
+        if slots is not None and not isinstance(slots, Slots):
+            raise OptionError(f"run's slots must be a semantic_draw.sharing.Slots or None, got {shown(slots)}.")
+        return self._run(edits, time_limit, frames, every_frame, idle_wait, slots)
+
+    def _run(self, edits, time_limit, frames, every_frame, idle_wait, slots) -> Iterator[StreamEvent]:
         start, times, last, idle, made = time.monotonic(), [], None, False, 0
         holding, ticket = slots is None, None
         if self.frames == 0 and self._compiles_ahead():
@@ -349,8 +366,7 @@ class StreamSession:
                 warning = self._apply_edits(todo)
                 if warning:
                     yield StreamEvent("warning", made, _fps(times), message=warning)
-                if todo:
-                    idle = False
+                idle = idle and not todo and self.settled   # an edit (queued, or made on the session) wakes it
                 if idle:
                     if holding and slots is not None:   # settled: the slot goes to whoever waits
                         slots.release()
@@ -374,8 +390,8 @@ class StreamSession:
                     last, idle = self._latest, self.settled
                     yield StreamEvent("same", made, _fps(times), views=views) if same else StreamEvent(
                         "frame", made, _fps(times), image, views=views)
-                if frames is not None and made >= frames:
-                    return
+                if (frames is not None and made >= frames) or (idle and edits is None):
+                    return              # (settled, and nothing can change it any more)
         finally:
             if slots is not None:
                 if holding:

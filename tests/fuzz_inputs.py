@@ -899,6 +899,35 @@ def call_session_edit(**fields):
     return run_it
 
 
+SESSION_CALLS = ("set_seed", "edit_background prompt", "edit_background image", "edit_layer key", "update",
+                 "next_frame output", "run frames", "run time_limit", "run idle_wait", "run every_frame", "run edits",
+                 "run slots")
+
+
+def call_session(call: str, value):
+    """One call on a running stream with ``value`` in one argument (a run is bounded by 3 frames or 5 s)."""
+    def run_it(ctx):
+        session = ctx.model.stream(ctx.scene, seed=0)
+        try:
+            session.next_frame()
+            name, _, arg = call.partition(" ")
+            if name == "run":
+                bound = {"time_limit": 5.0} if arg == "frames" else {"frames": 3}
+                for _ in session.run(**{**bound, arg: value}):
+                    pass
+            elif name in ("set_seed", "update"):
+                getattr(session, name)(value)
+            elif name == "edit_layer":
+                session.edit_layer(value, prompt="a lighthouse")
+            else:
+                getattr(session, name)(**{arg: value})
+            session.next_frame()
+            session.stats()
+        finally:
+            session.close()
+    return run_it
+
+
 ENTRY_POINTS = {   # name: (its arguments, the runner that calls it with one of them changed)
     "generate": (GENERATE_ARGS, call_generate), "stream": (STREAM_ARGS, call_stream),
     "Layer": (LAYER_FIELDS, call_layer), "Scene": (SCENE_FIELDS, call_scene),
@@ -1084,7 +1113,8 @@ def named_calls() -> list[Case]:
                          ("bootstrap_mix_steps=nan", {"bootstrap_mix_steps": math.nan}),
                          ("centering='yes'", {"centering": "yes"}), ("quantize='x'", {"quantize": "x"}),
                          ("sampler=['lcm']", {"sampler": ["lcm"]}), ("method=None", {"method": None}),
-                         ("regions=array([1, 2])", {"regions": _array([1, 2])}), ("regions=None", {"regions": None})]:
+                         ("regions=array([1, 2])", {"regions": _array([1, 2])}), ("regions=None", {"regions": None}),
+                         ("method=array([1, 2])", {"method": _array([1, 2])})]:
         add(f"generate {name}", call_generate(**kwargs))
     for name, kwargs in [("seed=1.5", {"seed": 1.5}), ("seed='3'", {"seed": "3"}), ("guidance=nan",
                                                                                      {"guidance": math.nan}),
@@ -1150,7 +1180,10 @@ def random_call(rng: random.Random, i: int) -> Case:
     value = values[index]
     shown = _short(value)
     target = rng.choice(["generate", "generate", "stream", "Layer", "Scene", "Background", "edit_layer",
-                         "palette-api", "load", "checkpoint"])
+                         "palette-api", "load", "checkpoint", "session"])
+    if target == "session":
+        call = rng.choice(SESSION_CALLS)
+        return Case(f"call: random {i}: session.{call}={shown}", call_session(call, value))
     if target in ENTRY_POINTS:
         names, runner = ENTRY_POINTS[target]
         arg = rng.choice(names)

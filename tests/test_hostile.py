@@ -55,6 +55,7 @@ CALL_CASES = {
     "call: compile_ahead into a lone surrogate folder": "OptionError",
     "call: generate regions=array([1, 2])": "OptionError",   # found by the long fuzz run: a raw ValueError before
     "call: generate regions=None": "OptionError",
+    "call: generate method=array([1, 2])": "OptionError",
     "call: stream regions=array([1, 2])": "OptionError",
     "call: generate seed=18446744073709551616": "OptionError",
     "call: generate seed=nan": "OptionError",

@@ -1,5 +1,6 @@
 """The stream: one batched model call per frame, live edits without re-filling, isolated sessions, memory."""
 import gc
+import math
 import threading
 import weakref
 
@@ -9,7 +10,7 @@ import torch
 
 from analytic import AnalyticBackbone
 from scenes import rect_mask, rect_scene
-from semantic_draw import SemanticDraw, SemanticDrawError
+from semantic_draw import OptionError, SemanticDraw, SemanticDrawError
 from semantic_draw import SamplerSettings
 from semantic_draw.schedule import LCM_REFERENCE_TIMESTEPS
 
@@ -310,6 +311,35 @@ def test_a_stream_settles_on_its_final_picture(regions):
         assert apart(np.asarray(fresh.next_frame()), shown[-1]) <= 2
     assert apart(shown[0], shown[-1]) > 8                 # the first frames after the edit were not final yet
     session.close()
+
+
+def test_a_run_without_edits_ends_once_settled_and_a_direct_edit_wakes_an_idle_one():
+    import itertools
+    import queue
+    model, _ = noisy_model()
+    with model.stream(scene_with(2), seed=0) as session:
+        run = session.run(frames=10)                       # nothing can change the picture: the run ends
+        events = list(itertools.islice(run, 50))
+        assert [e.kind for e in events] == ["frame"] and next(run, None) is None
+        run = session.run(queue.Queue(), idle_wait=0.01)   # with a queue it waits for edits, ...
+        assert [next(run).kind for _ in range(2)] == ["frame", "idle"]
+        session.edit_layer(0, prompt="a lighthouse")      # ... and an edit made on the session wakes it too
+        assert next(run).kind == "frame"
+        run.close()
+
+
+@pytest.mark.parametrize("kwargs", [{"frames": 0}, {"frames": 1.5}, {"frames": "3"}, {"time_limit": -1},
+                                    {"time_limit": math.nan}, {"time_limit": "3"}, {"idle_wait": -1},
+                                    {"idle_wait": math.inf}, {"idle_wait": 1e300}, {"idle_wait": "x"},
+                                    {"every_frame": "yes"}, {"edits": 5}, {"edits": [("seed", 1)]},
+                                    {"slots": 3}])
+def test_bad_run_arguments_are_refused_before_the_first_frame(kwargs):
+    model, _ = model_and_backbone()
+    with model.stream(scene_with(1), seed=0) as session:
+        with pytest.raises(OptionError, match="run's"):
+            session.run(**kwargs)                          # at the call, not at the first event
+        assert session.frames == 0 and model.calls == 0
+        assert next(session.run(frames=1)).kind == "frame"
 
 
 def test_a_stream_settles_when_equal_frames_are_not_equal_to_the_bit():

@@ -85,8 +85,10 @@ def test_example_asset_palette_generates(client, tmp_path):
 
 def test_stream_yields_the_frames_asked_for(client, palette):
     job = client.submit(handle_file(str(palette)), 3, 5, api_name="/stream")
-    frames = [open_image(p) for p in job]
+    paths = list(job)
+    frames = [open_image(p) for p in paths]
     assert len(frames) == 5
+    assert all(Image.open(p).format == "PNG" for p in paths)   # a program's frames: lossless
     assert all(f.shape == (SIZE, SIZE, 3) for f in frames)
 
 

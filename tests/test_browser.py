@@ -326,6 +326,13 @@ def test_stream_shows_changing_frames_while_painting(browser, server, model, mon
         # tiny-sd15 has random weights: edits change its picture only a little, but they do change it
         differ = sum(bool((a != b).any()) for a, b in zip(images, images[1:]))
         assert differ >= 2, "consecutive frames have the same pixels"
+        # frames on the way are JPEGs (cheap to make and to send); the settled picture comes again as a PNG
+        formats = {Image.open(io.BytesIO(page.request.get(src).body())).format for src in seen}
+        assert "JPEG" in formats, formats
+        page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('settled')",
+                               timeout=60_000)
+        settled = page.request.get(output_src(page)).body()
+        assert Image.open(io.BytesIO(settled)).format == "PNG"
 
         page.locator("#sd-stream").click()  # stop
         page.wait_for_function("() => document.querySelector('#sd-stream')?.innerText.includes('Start')",
@@ -589,8 +596,17 @@ def test_the_region_layout_toggle_reaches_stream_and_generate(browser, server, m
         page.wait_for_function("() => document.querySelector('#sd-status')?.innerText.includes('frames/s')",
                                timeout=120_000)
         shot(page, "browser_attention_layout")
-        stats = sessions[-1].stats()
-        assert stats["regions"] == "attention" and stats["calls_last_frame"] == 1
+        session = sessions[-1]
+        filled = session.frames                 # the filling frame (one call per step), final without edits
+        stroke(page, [(0.7, 0.7), (0.8, 0.8)])  # an edit: T frames, the last of them steady
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (session.frames >= filled + session.stats()["slots"]
+                                                   and session.settled):
+            page.wait_for_timeout(250)
+        stats = session.stats()
+        assert stats["regions"] == "attention" and session.settled
+        views = session.plan.tiling.count       # one item a slot in flight and a view, whatever the brushes
+        assert stats["calls_last_frame"] == 1 and stats["items_last_frame"] == (stats["slots"] - 1) * views
         page.locator("#sd-stream").click()
         page.wait_for_function("() => document.querySelector('#sd-stream')?.innerText.includes('Start')",
                                timeout=30_000)

@@ -45,8 +45,8 @@ class StreamEvent:
     """What ``StreamSession.run`` yields.
 
     kind: "frame" (a new picture in ``image``), "same" (a frame whose latent equals the last one's, not sent
-    again), "idle" (the picture settled: nothing is computed until the next edit), "waiting" (for a stream slot: ``position``),
-    "preparing" (a compiled network compiles the session's shapes with its first frames: ``message``),
+    again), "idle" (the picture settled: nothing is computed until the next edit), "waiting" (for a stream slot:
+    ``position``), "preparing" (a compiled network compiles the session's shapes with its first frames: ``message``),
     "warning" (a live edit was refused; the stream goes on with the scene before it: ``message``), "timeout" (the
     time limit ended the run: ``message``).
     """

@@ -1139,7 +1139,8 @@ def named_calls() -> list[Case]:
         lambda ctx: ctx.scene.save(ctx.fresh("save") / "\ud800"))        # found by the long fuzz run (seed 37)
     add("from_preset compile_cache with a lone surrogate",
         lambda ctx: call_preset(compile=True, compile_cache=str(ctx.fresh("cache") / "\ud800"))(ctx))
-    add("compile_ahead into a lone surrogate folder", lambda ctx: ctx.model.compile_ahead(ctx.fresh("ahead") / "\udfff"))
+    add("compile_ahead into a lone surrogate folder",
+        lambda ctx: ctx.model.compile_ahead(ctx.fresh("ahead") / "\udfff"))
     add("Scene.resized(tensor(32))", lambda ctx: ctx.scene.resized(_tensor(32), None).resized(_tensor(7), None))
     add("edit_layer mask_blur=nan", call_session_edit(mask_blur=math.nan))
     add("Scene.load(None)", call_load_palette(lambda ctx: None))

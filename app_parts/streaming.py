@@ -84,7 +84,8 @@ def status_text(live: Live, new: bool, notes: list[str]) -> str:
             parts.append(f"{event.views} views per frame")
         text = " · ".join(parts + [f"frame {live.shown}"])
     else:
-        text = f"**Streaming** · frames/s: settled, waiting for your next edit · frame {live.shown}"
+        took = f" (a frame took {live.seconds * 1000:.0f} ms)" if live.seconds else ""
+        text = f"**Streaming** · settled, waiting for your next edit{took} · frame {live.shown}"
     return text + "".join(f"  \n⚠ {x}" for x in notes)
 
 

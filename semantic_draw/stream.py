@@ -348,6 +348,7 @@ class StreamSession:
 
     def _run(self, edits, time_limit, frames, every_frame, idle_wait, slots) -> Iterator[StreamEvent]:
         start, times, last, idle, made = time.monotonic(), [], None, False, 0
+        kept = 0.0      # frames/s of the frames before the last pause (a pause is no frame interval)
         holding, ticket = slots is None, None
         if self.frames == 0 and self._compiles_ahead():
             what = ("canvas size" if self._compiled.shapes_mode == "dynamic" else "canvas size and brush count")
@@ -365,9 +366,11 @@ class StreamSession:
                     return
                 warning = self._apply_edits(todo)
                 if warning:
-                    yield StreamEvent("warning", made, _fps(times), message=warning)
+                    yield StreamEvent("warning", made, _fps(times) or kept, message=warning)
                 idle = idle and not todo and self.settled   # an edit (queued, or made on the session) wakes it
                 if idle:
+                    if times:                           # the frames/s of this burst of frames, kept for the next
+                        kept, times = _fps(times) or kept, []
                     if holding and slots is not None:   # settled: the slot goes to whoever waits
                         slots.release()
                         holding = False
@@ -384,12 +387,13 @@ class StreamSession:
                 times = (times + [time.monotonic()])[-12:]
                 views = self._last["items"]
                 if every_frame:
-                    yield StreamEvent("frame", made, _fps(times), image, views=views)
+                    yield StreamEvent("frame", made, _fps(times) or kept, image, views=views)
                 else:
                     same = last is not None and torch.equal(self._latest, last)
                     last, idle = self._latest, self.settled
-                    yield StreamEvent("same", made, _fps(times), views=views) if same else StreamEvent(
-                        "frame", made, _fps(times), image, views=views)
+                    fps = _fps(times) or kept
+                    yield StreamEvent("same", made, fps, views=views) if same else StreamEvent(
+                        "frame", made, fps, image, views=views)
                 if (frames is not None and made >= frames) or (idle and edits is None):
                     return              # (settled, and nothing can change it any more)
         finally:

@@ -168,6 +168,8 @@ def test_the_stream_status_says_how_live_it_is():
                        True, ["Brush 3 is not painted yet"])
     assert "7.5 frames/s" in live and "120 ms a frame" in live and "last edit on screen in 0.4 s" in live
     assert "4 views per frame" in live and "Brush 3 is not painted yet" in live
+    settled = status_text(Live(StreamEvent("idle", 9), shown=9, seconds=0.12), False, [])
+    assert "settled, waiting for your next edit" in settled and "120 ms" in settled and "frames/s" not in settled
     waiting = status_text(Live(StreamEvent("waiting", position=3)), False, [])
     assert "number 3 in line" in waiting
     timeout = StreamEvent("timeout", message="The stream stopped after its time limit of 60 s. Start it again.")

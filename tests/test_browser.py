@@ -670,7 +670,10 @@ def test_switching_models_mid_stream_keeps_the_palette_and_restarts_the_stream(b
         prompt_box(page, 0).fill("a red apple")
         watch_status(page)
         page.locator("#sd-stream").click()
-        # how live: a warming-up state first, then frames/s and the milliseconds a frame takes; never "0.0 frames/s"
+        # how live: a warming-up state first, then, while someone paints, frames/s and the milliseconds a frame
+        # takes; never "0.0 frames/s" (a stream nobody edits settles after its first frame)
+        page.wait_for_function("() => window.__statuses.some(t => t.includes('settled'))", timeout=120_000)
+        stroke(page, [(0.6, 0.6), (0.7, 0.7)])
         page.wait_for_function("() => window.__statuses.some(t => t.includes('ms a frame'))", timeout=120_000)
         seen = statuses(page)
         assert any("warming up" in t for t in seen), seen

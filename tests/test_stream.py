@@ -2,6 +2,7 @@
 import gc
 import math
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -340,6 +341,31 @@ def test_bad_run_arguments_are_refused_before_the_first_frame(kwargs):
             session.run(**kwargs)                          # at the call, not at the first event
         assert session.frames == 0 and model.calls == 0
         assert next(session.run(frames=1)).kind == "frame"
+
+
+def test_frames_per_second_leave_out_the_pauses():
+    """A settled stream computes nothing until the next edit: that pause is no frame interval. After it the rate is
+    the new frames' (the first frame of a burst reports the rate of the burst before)."""
+    import queue
+    model, _ = noisy_model()
+    with model.stream(scene_with(2), seed=0) as session:
+        edits = queue.Queue()
+        run = session.run(edits, idle_wait=0.05)
+
+        def burst():
+            edits.put(("seed", session.seed + 1))
+            events = []
+            while (event := next(run)).kind != "idle":
+                events.append(event)
+            return events
+        assert next(run).kind == "frame" and next(run).kind == "idle"
+        first = burst()
+        assert len(first) == T and first[-1].fps > 0
+        time.sleep(1.5)                                   # a pause: no frames, only idle events
+        second = burst()
+        assert second[0].fps == first[-1].fps             # the burst before
+        assert second[-1].fps > 20, [e.fps for e in second]   # T analytic frames, not T frames in 1.5 s
+        run.close()
 
 
 def test_a_stream_settles_when_equal_frames_are_not_equal_to_the_bit():

@@ -359,12 +359,12 @@ def check_path(path: Any, what: str, *, error: type = SceneError) -> str:
         raise error(f"{what}: the file name {shown(name, 300)} holds a NUL character; no file has such a name.")
     if len(name) > MAX_PATH_CHARS:
         raise error(f"{what}: the file name is {len(name):,} characters long, more than the "
-                         f"{MAX_PATH_CHARS:,} allowed.")
+                    f"{MAX_PATH_CHARS:,} allowed.")
     try:
         os.fsencode(name)
     except UnicodeEncodeError:       # a lone surrogate, say: the system cannot name a file so
         raise error(f"{what}: the file name {shown(name, 300)} holds characters no file name can have "
-                         "here.") from None
+                    "here.") from None
     return name
 
 

@@ -366,6 +366,7 @@ class PlanBuilder:
         self.masks_computed = 0       # layers whose step masks were computed (the rest came from the cache)
         self._background: tuple | None = None   # (image digest or None, z_bg, z_white)
         self._tilings: dict[tuple[int, int], Tiling] = {}
+        self._slot_rows: tuple | None = None    # (the prompts of a plan, its prompt slots): _slots
         self._shared_tilings = shared.tilings if share else None
 
     # -- the door ------------------------------------------------------------------------------------------------
@@ -411,13 +412,7 @@ class PlanBuilder:
         negs = None if uncond is None else {
             k: torch.cat([self._to_model(self.prompts.get([bg.negative_prompt or ""]))[k], v[first:]])
             for k, v in uncond.items()}
-        slot_of_row, distinct = [], []
-        for r in range(len(next(iter(rows.values())))):
-            same = [i for i, d in enumerate(distinct) if all(torch.equal(t[r], t[d]) for t in (*rows.values(),
-                    *(negs or {}).values()))]
-            if not same:
-                distinct.append(r)
-            slot_of_row.append(same[0] if same else len(distinct) - 1)
+        slot_of_row, distinct = self._slots(scene, rows, negs)
         brushes = masks[:, first:]                                     # [T, B, h, w]
         weights = masks.new_zeros((masks.shape[0], len(distinct)) + masks.shape[2:])
         weights[:, slot_of_row[0]] += (1 - brushes.sum(1)).clamp(0, 1)
@@ -433,6 +428,25 @@ class PlanBuilder:
         plan = RegionPlan(pick(rows), pick(negs), slot_of_layer.to(masks.device), weights, coverage)
         plan.slot_of_layer_cpu = slot_of_layer
         return plan
+
+    def _slots(self, scene, rows: Cond, negs: Cond | None) -> tuple[list[int], list[int]]:
+        """Each prompt row's slot and the rows that are slots: rows equal to an earlier one (every tensor, the
+        negative rows too) share its slot. The rows follow from the prompts, negative prompts and strengths alone,
+        so the answer is kept for them: an edit of masks compares nothing (on a GPU each comparison waits for
+        the device)."""
+        key = (scene.background.prompt, scene.background.negative_prompt, scene.background.image is None,
+               negs is not None, tuple((l.prompt, l.negative_prompt, float(l.prompt_strength)) for l in scene.layers))
+        if self._slot_rows is not None and self._slot_rows[0] == key:
+            return self._slot_rows[1]
+        slot_of_row, distinct = [], []
+        for r in range(len(next(iter(rows.values())))):
+            same = [i for i, d in enumerate(distinct) if all(torch.equal(t[r], t[d]) for t in (*rows.values(),
+                    *(negs or {}).values()))]
+            if not same:
+                distinct.append(r)
+            slot_of_row.append(same[0] if same else len(distinct) - 1)
+        self._slot_rows = (key, (slot_of_row, distinct))
+        return slot_of_row, distinct
 
     def pixel_masks(self, scene) -> torch.Tensor | None:
         """[P, H, W] soft masks of the brushes in pixels (for the final blend with a background photo)."""
@@ -489,4 +503,5 @@ class PlanBuilder:
             self.prompts.clear()
             self._masks.clear()
         self._background = None
+        self._slot_rows = None
         self._tilings.clear()

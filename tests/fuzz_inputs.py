@@ -1141,6 +1141,8 @@ def named_calls() -> list[Case]:
         lambda ctx: call_preset(compile=True, compile_cache=str(ctx.fresh("cache") / "\ud800"))(ctx))
     add("compile_ahead into a lone surrogate folder",
         lambda ctx: ctx.model.compile_ahead(ctx.fresh("ahead") / "\udfff"))
+    add("session.next_frame output=array([1, 2])",                      # found by the long fuzz run (seed 91)
+        call_session("next_frame output", _array([1, 2])))
     add("Scene.resized(tensor(32))", lambda ctx: ctx.scene.resized(_tensor(32), None).resized(_tensor(7), None))
     add("edit_layer mask_blur=nan", call_session_edit(mask_blur=math.nan))
     add("Scene.load(None)", call_load_palette(lambda ctx: None))

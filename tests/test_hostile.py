@@ -50,6 +50,7 @@ PALETTE_CASES = {
 }
 CALL_CASES = {
     "call: Scene.save to a lone surrogate name": "SceneError",   # found by the long fuzz run: raw errors before
+    "call: session.next_frame output=array([1, 2])": "OptionError",
     "call: Scene.resized(tensor(32))": "SceneError",             # (32 resizes; 7 is no multiple of 8)
     "call: from_preset compile_cache with a lone surrogate": "OptionError",
     "call: compile_ahead into a lone surrogate folder": "OptionError",

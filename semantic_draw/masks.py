@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SemanticDrawError
+from .options import check_choice
 
 QUANTIZE_MODES = ("discrete", "continuous", "semi-continuous", "none")
 
@@ -92,8 +93,7 @@ def quantize(m: torch.Tensor, levels: torch.Tensor, mode: str = "discrete") -> t
     semi-continuous: discrete except the last step; none: the soft mask itself at every step.
     Masks only grow from step to step: a weak or blurred pixel joins its region at a later, less noisy step.
     """
-    if not isinstance(mode, str) or mode not in QUANTIZE_MODES:
-        raise SemanticDrawError(f"Unknown mask quantization {mode!r}; choose one of {', '.join(QUANTIZE_MODES)}.")
+    check_choice(mode, "mask quantization", QUANTIZE_MODES, error=SemanticDrawError)
     lv = levels.to(m.device, m.dtype)
     steps = len(lv) - 1
     shape = (steps,) + (1,) * m.dim()

@@ -14,6 +14,7 @@ import torch
 from diffusers import (DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler)
 
 from .errors import OptionError
+from .options import check_choice
 
 SAMPLERS = ("lcm", "ddim", "euler", "flow", "flash")
 # Reference SD1.5 + LCM schedule: indices [0, 4, 12, 25, 37] of a 50-step LCM grid.
@@ -106,8 +107,7 @@ def build_schedule(sampler: str, scheduler_config: dict, prediction_type: str, s
     ``timesteps`` overrides the step grid (for example LCM_REFERENCE_TIMESTEPS); ``spacing`` is diffusers'
     timestep_spacing ("leading", "trailing", ...) for ddim/euler; ``eta`` overrides the sampler's default.
     """
-    if not isinstance(sampler, str) or sampler not in SAMPLERS:
-        raise OptionError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+    check_choice(sampler, "sampler", SAMPLERS)
     if steps is None and timesteps is None:
         raise OptionError("A schedule needs a number of steps.")
     if steps is not None and steps < 1:

@@ -25,6 +25,7 @@ import gradio as gr
 from semantic_draw import OptionError, ResourceError, Scene, SemanticDrawError
 
 from . import canvas as cv
+from .ahead import ReadAhead
 from .config import START, STOP
 from .files import api_palette
 from .limits import check_brushes, check_text_fields
@@ -36,6 +37,18 @@ from .work import edit_queue
 TICK_S = 0.5  # while nothing new comes, the status is refreshed at most this often
 WARMING = ("**Starting the stream** · warming up: the first frames walk every step and take longest "
            "(a new brush or prompt is prepared the first time it is seen)…")
+
+
+STATUS_KINDS = ("same", "idle", "waiting")   # events that only refresh the status line
+READ_AHEAD = True  # the page's loop reads events from a thread of their own (app_parts.ahead); False: in turn
+
+
+def supersedes(new, old) -> bool:
+    """Whether a page that has not seen `old` yet can skip it now that `new` came: a newer frame replaces an older
+    frame and any status, a newer status replaces an older status. Warnings, "preparing" and "timeout" stay."""
+    if new.kind == "frame":
+        return old.kind == "frame" or old.kind in STATUS_KINDS
+    return new.kind in STATUS_KINDS and old.kind in STATUS_KINDS
 
 
 JPEG_QUALITY = 90  # frames on the way to a settled picture: JPEG, 1 ms and ~70 KB at 512 px (PNG: 30-60 ms, ~400 KB)
@@ -132,6 +145,8 @@ class Streaming:
         run_dir = Path(tempfile.mkdtemp(prefix="stream-"))
         work = self.work(scene, int(seed or 0), edits, self.ui.cfg.stream_time_limit or None,
                          every_frame=count is not None, frames=count, regions=regions or "latent", model=model)
+        if READ_AHEAD:  # the next frame computes while this one goes to the page; the API drops none
+            work = ReadAhead(work, supersedes=None if count is not None else supersedes)
         live, last_tick, lossless = Live(None), 0.0, count is not None
         newest = None   # the newest frame sent as a JPEG, until the picture settles
         try:
@@ -160,8 +175,8 @@ class Streaming:
                         last_tick = now
                         yield None, live
         finally:
+            edits.put(("stop", None))   # first: a run waiting for an edit ends at once
             work.close()
-            edits.put(("stop", None))
             shutil.rmtree(run_dir, ignore_errors=True)
             with st.lock:
                 if st.run == run:

@@ -310,7 +310,7 @@ def test_stream_shows_changing_frames_while_painting(browser, server, model, mon
                     edits.pop(0)()  # paint / type while the stream runs
             page.wait_for_timeout(150)
         assert len(seen) >= 3, f"saw only {len(seen)} different frames"
-        assert "frames/s" in status_text(page)
+        assert "frames/s" in status_text(page) or "settled" in status_text(page), status_text(page)
         # brush 2, painted after the stream started, is in the running stream and its note is gone
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (

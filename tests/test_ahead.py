@@ -60,7 +60,6 @@ def test_a_slow_consumer_sees_the_newest_frame_and_every_warning_in_order():
     assert next(ahead).n == 0
     gate.set()
     assert done.wait(WAIT)
-    time.sleep(0.05)            # the producer queues its last event after the generator's end
     got = [(e.kind, e.n) for e in ahead]
     # frames 1 and 3 were replaced by 5 before anyone saw them, the statuses by newer ones; the warning and
     # "preparing" stay, in their places
@@ -163,8 +162,7 @@ def test_the_page_loop_shows_the_newest_frame_then_the_settled_picture_as_a_png(
     from app_parts.work import LiveEvent
     from app_parts.work import edit_queue
 
-    release = threading.Event()
-    stopped = threading.Event()
+    release, settled, stopped = threading.Event(), threading.Event(), threading.Event()
 
     def work(scene, seed, edits, time_limit, **_):
         try:
@@ -173,6 +171,7 @@ def test_the_page_loop_shows_the_newest_frame_then_the_settled_picture_as_a_png(
                 if i == 1:
                     release.wait(WAIT)   # frames 2-5 come while the page still handles frame 1
             yield LiveEvent("idle", 5, 0.0)
+            settled.set()                # (resumed: the producer has queued frame 5 and the idle event)
             while True:                  # settled: idle until stopped
                 time.sleep(0.01)
                 yield LiveEvent("idle", 5, 0.0)
@@ -192,7 +191,7 @@ def test_the_page_loop_shows_the_newest_frame_then_the_settled_picture_as_a_png(
     first, _ = next(loop)
     assert first.endswith(".jpg")
     release.set()
-    time.sleep(0.2)                      # the worker made frames 2-5 and settled meanwhile
+    assert settled.wait(WAIT)            # the worker made frames 2-5 and settled meanwhile
     shown = []
     for frame, live in loop:
         if frame is not None:

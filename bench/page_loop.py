@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,16 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import torch  # noqa: E402
 
-from bench.common import cpu_model, markdown_table, median, write_outputs  # noqa: E402
+from bench.common import ZeroNetwork, cpu_model, markdown_table, median, write_outputs  # noqa: E402
 from bench.stream import synthetic_scene  # noqa: E402
 from semantic_draw import SemanticDraw  # noqa: E402
-from semantic_draw.denoiser import Wrapper  # noqa: E402
 
 MODES = ("in turn", "read ahead")
 
 
-class DeviceTime(Wrapper):
-    """The network as a fixed device time: sleeps (the interpreter lock released) and predicts zeros."""
+class DeviceTime(ZeroNetwork):
+    """The network as a fixed device time: sleeps (the interpreter lock released), then predicts zeros."""
 
     def __init__(self, inner, seconds: float):
         super().__init__(inner)
@@ -52,7 +50,7 @@ class DeviceTime(Wrapper):
 
     def predict(self, views):
         time.sleep(self.seconds)
-        return torch.zeros_like(views.x, dtype=torch.float32)
+        return super().predict(views)
 
 
 def parse_args(argv=None):
@@ -146,7 +144,15 @@ def measure(args, client, model, scene, palette: str, size: int, network: str) -
 
 def main(argv=None) -> str:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)   # (a caller in the same process, a test, keeps its threads)
+
+
+def run(args) -> str:
     from apphost import serve
     model = SemanticDraw.from_preset(args.preset)
     sizes = [int(s) for s in args.sizes.split(",")]
